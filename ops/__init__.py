@@ -1,0 +1,1 @@
+"""Host-side library behind tasks.py: engine, compose, settings, secrets, status, bench."""

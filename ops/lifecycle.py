@@ -1,0 +1,117 @@
+"""Bring the stack up, down, built; report its status."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+from docker.errors import ImageNotFound, NotFound
+from rich.table import Table
+
+from ops import console, engine, secrets, wait
+from ops.compose import Stack
+from ops.errors import StackError
+from ops.runner import aiida_info
+from ops.services import AIIDA, BACKUP_VOLUMES, DATA_VOLUMES, SERVICES
+from ops.settings import Settings
+
+
+def prepare(settings: Settings) -> Stack:
+    """Every missing host-side step: engine, Compose, base image, secrets."""
+    docker = engine.ensure_engine()
+    console.step(f"engine: Docker {docker.version()['Version']}")
+    console.step(f"compose: {engine.ensure_compose()}")
+    console.step(f"base image {settings.base_image}: {engine.ensure_base_image(settings, docker)}")
+    created = secrets.ensure(settings)
+    console.step(f"secrets: {'generated ' + ', '.join(created) if created else 'present'} "
+                 f"({secrets.secrets_dir(settings)}, mode 0600)")
+    return Stack(settings)
+
+
+def images(stack: Stack) -> dict[str, str]:
+    """service → image reference, as Compose resolves them from the settings."""
+    config = stack.run("config", "--format", "json", capture=True).stdout
+    return {name: svc["image"] for name, svc in json.loads(config)["services"].items()}
+
+
+def build(stack: Stack, only_missing: bool = False) -> list[str]:
+    docker = engine.client()
+    wanted = []
+    for service, image in images(stack).items():
+        try:
+            if only_missing:
+                docker.images.get(image)
+                continue
+        except ImageNotFound:
+            pass
+        wanted.append(service)
+    if wanted:
+        console.note(f"building images: {', '.join(wanted)}")
+        stack.run("build", *wanted)
+    return wanted
+
+
+def up(settings: Settings) -> Stack:
+    stack = prepare(settings)
+    built = build(stack, only_missing=True)
+    console.step(f"images: {'built ' + ', '.join(built) if built else 'present'}")
+    start = time.monotonic()
+    stack.run("up", "--detach", "--remove-orphans", "--quiet-pull", capture=True)
+    wait.until_healthy(stack, SERVICES, settings.up_timeout)
+    console.step(f"stack {settings.name} healthy after {time.monotonic() - start:.1f} s")
+    return stack
+
+
+def down(settings: Settings, volumes: bool, yes: bool) -> None:
+    stack = Stack(settings)
+    if volumes and not yes:
+        if not sys.stdin.isatty():
+            raise StackError("`down --volumes` deletes the databases, broker state and file repositories "
+                             f"of stack {settings.name}: confirm with --yes", code=2)
+        answer = console.err.input(f"Delete all data of stack [bold]{settings.name}[/]? Type its name: ")
+        if answer.strip() != settings.name:
+            raise StackError("not confirmed; nothing deleted", code=2)
+    engine.client()  # a clear error when no engine answers
+    stack.run("down", "--remove-orphans")
+    console.step(f"stack {settings.name} stopped")
+    if volumes:
+        removed = remove_volumes(settings, DATA_VOLUMES)
+        console.step(f"data volumes removed: {', '.join(removed) or 'none'}; kept: {', '.join(BACKUP_VOLUMES)}")
+
+
+def remove_volumes(settings: Settings, names: tuple[str, ...]) -> list[str]:
+    docker = engine.client()
+    removed = []
+    for name in names:
+        try:
+            docker.volumes.get(f"{settings.name}_{name}").remove()
+            removed.append(name)
+        except NotFound:
+            pass
+    return removed
+
+
+def status(settings: Settings) -> Table:
+    stack = Stack(settings)
+    engine.client()
+    states = wait.service_states(stack)
+    table = Table("service", "state", "health", "detail", title=f"stack {settings.name}", title_justify="left")
+    detail = {}
+    if states.get(AIIDA, {}).get("state") == "running":
+        try:
+            info = aiida_info(stack)
+            profiles = ", ".join(p + (" (default)" if p == info["default_profile"] else "") for p in info["profiles"])
+            detail[AIIDA] = (f"aiida-core {info['aiida_core']}; profiles: {profiles}; "
+                             f"daemon: {info['daemon_workers']} workers; "
+                             f"active processes: {info['active_processes']}")
+        except StackError as exc:
+            detail[AIIDA] = f"[red]{exc}[/]"
+    for service in SERVICES:
+        st = states.get(service)
+        if st is None:
+            table.add_row(service, "[dim]absent[/]", "", "")
+            continue
+        colour = {"healthy": "green", "unhealthy": "red", "starting": "yellow"}.get(st["health"], "white")
+        table.add_row(service, st["state"], f"[{colour}]{st['health']}[/]", detail.get(service, ""))
+    return table

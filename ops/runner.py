@@ -1,0 +1,61 @@
+"""Run local Python scripts inside the aiida container, like `verdi run` with the profile loaded."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+from ops.compose import Stack
+from ops.errors import StackError
+from ops.services import AIIDA
+
+SCRIPTS = Path(__file__).parent / "scripts"
+AIIDA_UID = 1000
+
+
+def copy_into_aiida(stack: Stack, script: Path) -> str:
+    """Copy a script into a fresh folder of the aiida container; returns its path there."""
+    if not script.is_file():
+        raise StackError(f"no such script: {script}", code=2)
+    folder = f"/tmp/stack-run-{uuid.uuid4().hex[:8]}"
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, data, mode in ((folder.lstrip("/"), None, 0o700), (f"{folder.lstrip('/')}/{script.name}",
+                                                                      script.read_bytes(), 0o600)):
+            info = tarfile.TarInfo(name)
+            info.uid = info.gid = AIIDA_UID
+            info.mode = mode
+            if data is None:
+                info.type = tarfile.DIRTYPE
+                tar.addfile(info)
+            else:
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    stack.container(AIIDA).put_archive("/", buffer.getvalue())
+    return f"{folder}/{script.name}"
+
+
+def run_script(stack: Stack, script: Path, args: Sequence[str] = (), profile: str | None = None,
+               capture: bool = False) -> tuple[int, str]:
+    """`verdi [-p PROFILE] run SCRIPT ARGS` in the aiida container; exit code passes through."""
+    remote = copy_into_aiida(stack, script)
+    selector = ["-p", profile] if profile else []
+    try:
+        done = stack.exec_aiida(["verdi", *selector, "run", remote, *args], interactive=not capture,
+                                capture=capture)
+    finally:
+        stack.exec_aiida(["rm", "-rf", str(Path(remote).parent)], capture=True)
+    return done.returncode, done.stdout if capture else ""
+
+
+def aiida_info(stack: Stack, profile: str | None = None) -> dict:
+    """The installation's state (version, profiles, daemon, active processes) from inside."""
+    code, out = run_script(stack, SCRIPTS / "stack_info.py", profile=profile, capture=True)
+    lines = [line for line in (out or "").splitlines() if line.startswith("{")]
+    if code != 0 or not lines:
+        raise StackError(f"could not read the aiida service's state (exit {code}): {out[-500:]}")
+    return json.loads(lines[-1])

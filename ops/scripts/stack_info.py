@@ -1,0 +1,24 @@
+"""Runs inside the aiida container (verdi run): prints the installation's state as one JSON line."""
+
+import json
+
+import aiida
+from aiida.engine.daemon.client import get_daemon_client
+from aiida.manage.configuration import get_config, get_profile
+from aiida.orm import ProcessNode, QueryBuilder
+
+config = get_config()
+client = get_daemon_client()
+running = client.is_daemon_running
+active = QueryBuilder().append(
+    ProcessNode, filters={"attributes.process_state": {"in": ["created", "waiting", "running"]}}
+).count()
+print(json.dumps({
+    "aiida_core": aiida.__version__,
+    "profile": get_profile().name,
+    "default_profile": config.default_profile_name,
+    "profiles": sorted(config.profile_names),
+    "daemon_running": running,
+    "daemon_workers": client.get_numprocesses()["numprocesses"] if running else 0,
+    "active_processes": active,
+}))

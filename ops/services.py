@@ -1,0 +1,16 @@
+"""The one place that knows the stack's service, volume and secret names."""
+
+POSTGRES = "postgres"
+RABBITMQ = "rabbitmq"
+AIIDA = "aiida"
+BACKUP = "backup"
+SERVICES = (POSTGRES, RABBITMQ, AIIDA, BACKUP)
+
+# Named volumes as in compose.yaml. Backups are never removed by `down --volumes`.
+DATA_VOLUMES = ("postgres-data", "rabbitmq-data", "aiida-home")
+BACKUP_VOLUMES = ("backups",)
+
+# Secret files generated on first `up` (ops/secrets.py), one per credential.
+SECRETS = ("postgres_password", "aiida_db_password", "rabbitmq_password")
+
+AIIDA_USER = "aiida"

@@ -1,0 +1,106 @@
+"""Stack settings: defaults < stack.toml < AIIDA_STACK_* environment variables.
+
+Every field is documented in stack.toml; `load()` validates them all before anything starts and
+turns a validation failure into one StackError naming each bad setting.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from ops.errors import StackError
+
+ROOT = Path(__file__).resolve().parent.parent
+ENV_PREFIX = "AIIDA_STACK_"
+SETTINGS_FILE_ENV = "AIIDA_STACK_SETTINGS"
+NAME_RE = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+PROFILE_RE = r"^[a-z][a-z0-9_]{0,40}$"
+
+Port = Annotated[int, Field(ge=0, le=65535)]
+
+
+def settings_file() -> Path:
+    return Path(os.environ.get(SETTINGS_FILE_ENV, ROOT / "stack.toml"))
+
+
+def default_name() -> str:
+    """Like Compose: the checkout's folder name, made safe as a project name."""
+    name = re.sub(r"[^a-z0-9_-]", "-", ROOT.name.lower()).strip("-_") or "aiida-stack"
+    return name[:63]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
+
+    name: str = Field(default_factory=default_name, pattern=NAME_RE)
+    aiida_core_version: str = Field(default="2.9.4", pattern=r"^\d+\.\d+\.\d+$")
+    profile: str = Field(default="default", pattern=PROFILE_RE)
+    daemon_workers: int = Field(default=1, ge=1, le=64)
+    user_email: str = Field(default="aiida@localhost", pattern=r"^[^@\s]+@[^@\s]+$")
+    user_first_name: str = Field(default="AiiDA", min_length=1)
+    user_last_name: str = Field(default="User", min_length=1)
+    user_institution: str = Field(default="aiida-stack", min_length=1)
+    postgres_port: Port = 0
+    rabbitmq_port: Port = 0
+    base_image: str = "debian:bookworm-slim"
+    image_prefix: str = Field(default="aiida-stack", pattern=r"^[a-z0-9][a-z0-9._/-]*$")
+    up_timeout: int = Field(default=600, ge=10)
+
+    @field_validator("aiida_core_version")
+    @classmethod
+    def _locked(cls, version: str) -> str:
+        lock = constraints_file(version)
+        if not lock.is_file():
+            known = ", ".join(sorted(p.stem.removeprefix("aiida-core-") for p in lock.parent.glob("*.txt")))
+            raise ValueError(f"no lock file {lock.relative_to(ROOT)} (locked versions: {known})")
+        return version
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=settings_file())
+        return init_settings, env_settings, toml
+
+    @cached_property
+    def state_dir(self) -> Path:
+        """Git-ignored per-stack folder: secrets, generated compose files."""
+        return ROOT / ".stack" / self.name
+
+
+def constraints_file(version: str) -> Path:
+    return ROOT / "images" / "aiida-core" / "constraints" / f"aiida-core-{version}.txt"
+
+
+def load(**overrides: object) -> Settings:
+    """Validated settings, or a StackError naming every bad setting and where it came from."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            field = ".".join(str(p) for p in err["loc"]) or "settings"
+            variable = f"{ENV_PREFIX}{field.upper()}"
+            source = variable if variable in os.environ else settings_file().name
+            got = f" (got {err['input']!r})" if err["type"] != "extra_forbidden" else ""
+            lines.append(f"  {field}{got}, from {source}: {err['msg']}")
+        raise StackError("invalid settings, nothing started:\n" + "\n".join(lines), code=2) from None
+    except (OSError, ValueError) as exc:  # unreadable or malformed TOML
+        raise StackError(f"cannot read settings file {settings_file()}: {exc}", code=2) from None
