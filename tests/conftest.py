@@ -1,0 +1,76 @@
+"""Shared fixtures: image references, a throwaway stack (testcontainers' DockerCompose), ./stack runner.
+
+Images are built by `./stack test` before pytest starts; tests never rebuild them.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# Ryuk (testcontainers' reaper) is an image pulled from a registry, which these machines lack;
+# every fixture here removes what it starts.
+os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
+
+from testcontainers.compose import DockerCompose
+
+from ops import engine, lifecycle, secrets, settings
+from ops.compose import Stack
+from ops.settings import ROOT
+
+SCRIPTS = Path(__file__).parent / "scripts"
+
+
+def unique_name(prefix: str = "t") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="session")
+def images() -> dict[str, str]:
+    """service → image reference of the images under test (built by ./stack test)."""
+    refs = lifecycle.images(Stack(settings.load()))
+    docker = engine.client()
+    missing = [ref for ref in refs.values() if not docker.images.list(name=ref)]
+    if missing:
+        pytest.fail(f"images not built: {missing}; run the suite through ./stack test")
+    return refs
+
+
+def stack_cli(name: str, *args: str, env: dict[str, str] | None = None, input: str | None = None,
+              timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    """Run ./stack as a user would, against the stack called `name`."""
+    full_env = {**os.environ, "AIIDA_STACK_NAME": name, "COLUMNS": "200", **(env or {})}
+    return subprocess.run([str(ROOT / "stack"), *args], cwd=ROOT, env=full_env, input=input,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+class TestStack:
+    """A running stack under test: its settings, compose helper and ./stack runner."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.settings = settings.load(name=name)
+        self.compose = Stack(self.settings)
+
+    def cli(self, *args: str, **kwargs) -> subprocess.CompletedProcess[str]:
+        return stack_cli(self.name, *args, **kwargs)
+
+    def run_script(self, script: str, *args: str) -> subprocess.CompletedProcess[str]:
+        return self.cli("run", str(SCRIPTS / script), "--", *args)
+
+
+@pytest.fixture(scope="session")
+def stack(images: dict[str, str]) -> Iterator[TestStack]:
+    """A whole stack with its own name, volumes and secrets; removed with its volumes afterwards."""
+    test_stack = TestStack(unique_name())
+    secrets.ensure(test_stack.settings)
+    compose = DockerCompose(context=str(ROOT), compose_file_name=[str(f) for f in test_stack.compose.files],
+                            env_file=str(test_stack.compose.env_file), wait=True)
+    with compose:
+        yield test_stack
+    subprocess.run(["rm", "-rf", str(test_stack.settings.state_dir)], check=False)

@@ -1,0 +1,80 @@
+"""./stack's refusals: bad input gets a clear error, a non-zero exit, and nothing changes."""
+
+from __future__ import annotations
+
+import pytest
+
+from ops import engine
+from ops.services import BACKUP_VOLUMES, DATA_VOLUMES
+
+from .conftest import stack_cli, unique_name
+
+
+def _containers(name: str) -> list:
+    return engine.client().containers.list(all=True, filters={"label": f"com.docker.compose.project={name}"})
+
+
+@pytest.mark.parametrize(("variable", "value", "named"), [
+    ("AIIDA_STACK_DAEMON_WORKERS", "-1", "daemon_workers"),
+    ("AIIDA_STACK_DAEMON_WORKERS", "two", "daemon_workers"),
+    ("AIIDA_STACK_POSTGRES_PORT", "70000", "postgres_port"),
+    ("AIIDA_STACK_PROFILE", "a;drop", "profile"),
+    ("AIIDA_STACK_AIIDA_CORE_VERSION", "1.0.0", "aiida_core_version"),
+])
+def test_up_refuses_invalid_settings_and_starts_nothing(variable, value, named):
+    name = unique_name("bad")
+    done = stack_cli(name, "up", env={variable: value})
+    assert done.returncode == 2
+    assert "invalid settings, nothing started" in done.stderr
+    assert named in done.stderr and variable in done.stderr
+    assert _containers(name) == []
+
+
+def test_up_refuses_a_malformed_settings_file(tmp_path):
+    bad = tmp_path / "stack.toml"
+    bad.write_text("daemon_workers = [\n")
+    done = stack_cli(unique_name("bad"), "up", env={"AIIDA_STACK_SETTINGS": str(bad)})
+    assert done.returncode == 2
+    assert "cannot read settings file" in done.stderr
+
+
+def test_unknown_settings_key_is_named(tmp_path):
+    bad = tmp_path / "stack.toml"
+    bad.write_text("deamon_workers = 2\n")
+    done = stack_cli(unique_name("bad"), "status", env={"AIIDA_STACK_SETTINGS": str(bad)})
+    assert done.returncode == 2
+    assert "deamon_workers" in done.stderr
+
+
+def test_unknown_task_is_an_error():
+    done = stack_cli(unique_name("bad"), "upp")
+    assert done.returncode != 0
+    assert "No idea what 'upp' is" in done.stderr
+
+
+def test_down_volumes_refuses_without_confirmation_and_keeps_data():
+    name = unique_name("vol")
+    docker = engine.client()
+    volumes = [docker.volumes.create(f"{name}_{v}") for v in DATA_VOLUMES + BACKUP_VOLUMES]
+    try:
+        refused = stack_cli(name, "down", "--volumes", input="")
+        assert refused.returncode == 2
+        assert "--yes" in refused.stderr
+        assert all(docker.volumes.list(filters={"name": v.name}) for v in volumes)
+
+        confirmed = stack_cli(name, "down", "--volumes", "--yes")
+        assert confirmed.returncode == 0, confirmed.stderr
+        for v in DATA_VOLUMES:
+            assert not docker.volumes.list(filters={"name": f"{name}_{v}"})
+        for v in BACKUP_VOLUMES:  # backups are never deleted by down --volumes
+            assert docker.volumes.list(filters={"name": f"{name}_{v}"})
+    finally:
+        for v in volumes:
+            if docker.volumes.list(filters={"name": v.name}):
+                v.remove()
+
+
+def test_logs_refuses_an_unknown_service():
+    done = stack_cli(unique_name("bad"), "logs", "--service", "mysql")
+    assert done.returncode == 2
+    assert "unknown service 'mysql'" in done.stderr

@@ -1,0 +1,109 @@
+"""The whole stack, driven the way a user drives it: ./stack against a real running stack."""
+
+from __future__ import annotations
+
+import re
+import stat
+import time
+
+import pytest
+
+from ops import engine, secrets, wait
+from ops.services import AIIDA, SECRETS, SERVICES
+
+pytestmark = pytest.mark.stack
+
+
+def test_stack_comes_up_healthy(stack):
+    states = wait.service_states(stack.compose)
+    assert {s: st["health"] for s, st in states.items()} == dict.fromkeys(SERVICES, "healthy")
+
+
+def test_verdi_status_reports_storage_broker_and_daemon(stack):
+    done = stack.cli("verdi", "--", "status")
+    assert done.returncode == 0, done.stderr
+    for component in ("storage", "broker", "daemon"):
+        assert re.search(rf"✔ {component}:", done.stdout), done.stdout
+    assert "Daemon is running" in done.stdout
+
+
+def test_calculation_runs_through_the_daemon(stack):
+    done = stack.run_script("add.py", "4", "38")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[-3:] == ["finished", "0", "42"]
+
+
+def test_run_passes_the_exit_code_through(stack):
+    assert stack.run_script("exit_with.py", "3").returncode == 3
+    assert stack.run_script("exit_with.py", "0").returncode == 0
+
+
+def test_verdi_passes_stdin_and_exit_code_through(stack):
+    done = stack.cli("verdi", "--", "run", "/dev/stdin", input="import sys; print('from stdin'); sys.exit(5)\n")
+    assert done.returncode == 5
+    assert "from stdin" in done.stdout
+    assert stack.cli("verdi", "--", "profile", "show", "no-such-profile").returncode != 0
+
+
+def test_status_shows_version_profile_and_daemon_workers(stack):
+    done = stack.cli("status")
+    assert done.returncode == 0, done.stderr
+    assert f"aiida-core {stack.settings.aiida_core_version}" in done.stdout
+    assert "default (default)" in done.stdout
+    assert f"daemon: {stack.settings.daemon_workers} workers" in done.stdout
+    assert done.stdout.count("healthy") == len(SERVICES)
+
+
+def test_secrets_are_private_files_and_not_in_container_config(stack):
+    folder = secrets.secrets_dir(stack.settings)
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    docker = engine.client()
+    for name in SECRETS:
+        path = folder / name
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        value = path.read_text()
+        assert len(value) >= 32
+        for service in SERVICES:
+            container = stack.compose.container(service)
+            assert value not in str(container.attrs["Config"]), f"{name} in {service}'s config"
+            image = docker.images.get(container.attrs["Config"]["Image"])
+            assert value not in str(image.attrs) + str(image.history()), f"{name} in {service}'s image"
+
+
+def test_no_service_port_is_bound_to_a_non_loopback_address(stack):
+    for service in SERVICES:
+        ports = stack.compose.container(service).attrs["NetworkSettings"]["Ports"] or {}
+        bindings = [b for bound in ports.values() if bound for b in bound]
+        assert all(b["HostIp"] in ("127.0.0.1", "::1") for b in bindings), (service, bindings)
+
+
+def test_killed_daemon_is_restarted_and_stack_turns_healthy(stack):
+    aiida = stack.compose.container(AIIDA)
+    before = aiida.exec_run(["pgrep", "-f", "circusd"]).output.split()
+    assert before, "no circusd process in the aiida container"
+    assert aiida.exec_run(["pkill", "-KILL", "-f", "circusd"]).exit_code == 0
+    deadline = time.monotonic() + 120
+    after = []
+    while time.monotonic() < deadline:
+        after = aiida.exec_run(["pgrep", "-f", "circusd"]).output.split()
+        if after and after != before:
+            break
+        time.sleep(1)
+    assert after and after != before, "the daemon was not restarted"
+    wait.until_healthy(stack.compose, SERVICES, timeout=180)
+    done = stack.run_script("add.py", "1", "2")
+    assert done.stdout.split()[-3:] == ["finished", "0", "3"], done.stdout + done.stderr
+
+
+def test_down_and_up_keep_profile_and_data(stack):
+    stored = stack.run_script("store_node.py", "1234")
+    assert stored.returncode == 0, stored.stderr
+    node_uuid = stored.stdout.split()[-1]
+    down = stack.cli("down")
+    assert down.returncode == 0, down.stderr
+    assert stack.compose.ps() == []
+    up = stack.cli("up")
+    assert up.returncode == 0, up.stdout + up.stderr
+    assert re.search(r"healthy after \d+\.\d s", up.stderr)
+    loaded = stack.run_script("load_node.py", node_uuid)
+    assert loaded.stdout.split()[-1] == "1234", loaded.stdout + loaded.stderr
