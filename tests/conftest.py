@@ -5,6 +5,7 @@ Images are built by `./stack test` before pytest starts; tests never rebuild the
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import uuid
@@ -30,10 +31,20 @@ def unique_name(prefix: str = "t") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
+@functools.cache
+def image_refs() -> dict[str, str]:
+    """service → image reference for the current sources and settings (as ./stack builds them)."""
+    return lifecycle.images(Stack(settings.load()))
+
+
+def image_ref(service: str) -> str:
+    return image_refs()[service]
+
+
 @pytest.fixture(scope="session")
 def images() -> dict[str, str]:
     """service → image reference of the images under test (built by ./stack test)."""
-    refs = lifecycle.images(Stack(settings.load()))
+    refs = image_refs()
     docker = engine.client()
     missing = [ref for ref in refs.values() if not docker.images.list(name=ref)]
     if missing:

@@ -77,15 +77,22 @@ def test_no_service_port_is_bound_to_a_non_loopback_address(stack):
         assert all(b["HostIp"] in ("127.0.0.1", "::1") for b in bindings), (service, bindings)
 
 
+def _daemon_pid(aiida) -> str | None:
+    """PID of the running circus daemon (from its PID file), or None."""
+    found = aiida.exec_run(["sh", "-c", 'pid=$(cat "$AIIDA_PATH/.aiida/daemon/circus-default.pid") '
+                            '&& kill -0 "$pid" && echo "$pid"'])
+    return found.output.decode().strip() if found.exit_code == 0 else None
+
+
 def test_killed_daemon_is_restarted_and_stack_turns_healthy(stack):
     aiida = stack.compose.container(AIIDA)
-    before = aiida.exec_run(["pgrep", "-f", "circusd"]).output.split()
-    assert before, "no circusd process in the aiida container"
-    assert aiida.exec_run(["pkill", "-KILL", "-f", "circusd"]).exit_code == 0
+    before = _daemon_pid(aiida)
+    assert before, "no daemon running in the aiida container"
+    assert aiida.exec_run(["kill", "-KILL", before]).exit_code == 0
     deadline = time.monotonic() + 120
-    after = []
+    after = None
     while time.monotonic() < deadline:
-        after = aiida.exec_run(["pgrep", "-f", "circusd"]).output.split()
+        after = _daemon_pid(aiida)
         if after and after != before:
             break
         time.sleep(1)
