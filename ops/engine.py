@@ -131,7 +131,8 @@ def ensure_base_image(settings: Settings, engine: docker.DockerClient) -> str:
         if image != "debian:bookworm-slim":
             raise StackError(f"cannot pull base image {image} ({exc}) and only debian:bookworm-slim "
                              "can be built locally; set base_image or make it available") from None
-        console.note(f"no registry answers ({str(exc)[:120]}…): building {image} with debootstrap")
+        reason = getattr(exc, "explanation", None) or str(exc)
+        console.note(f"cannot pull {image} ({reason[:160]}): building it with debootstrap")
     _debootstrap_bookworm(engine, image)
     return "built with debootstrap"
 
