@@ -14,7 +14,7 @@ from pathlib import Path
 from invoke import Collection, Exit, task
 
 from ops import bench as bench_ops
-from ops import console, lifecycle, runner, settings
+from ops import console, daemon, lifecycle, options, profiles, runner, settings
 from ops.compose import Stack
 from ops.errors import StackError
 from ops.services import SERVICES
@@ -126,4 +126,150 @@ def test(c, k=""):
     raise Exit(code=subprocess.run(argv, cwd=ROOT).returncode)
 
 
+def _stack() -> Stack:
+    return Stack(settings.load())
+
+
+# ---------------------------------------------------------------------------------------- profile.*
+
+
+@task(name="list")
+@reported
+def profile_list(c):
+    """List the profiles: default marked, node count, database, repository."""
+    console.out.print(lifecycle.profiles_table(profiles.info(_stack())))
+
+
+@task(name="show", help={"name": "profile (default: the default profile)"})
+@reported
+def profile_show(c, name=""):
+    """Show a profile: storage backend, database, repository, broker, user (passwords redacted)."""
+    stack = _stack()
+    console.out.print(lifecycle.profile_details(profiles.get(stack, name or profiles.info(stack)["default"])))
+
+
+@task(name="create", help={"name": "profile name: lowercase letters, digits, _ (names role/database aiida_NAME)",
+                           "email": "AiiDA user email (default: the user_email setting)",
+                           "first-name": "(default: setting)", "last-name": "(default: setting)",
+                           "institution": "(default: setting)", "set-default": "make it the default profile"})
+@reported
+def profile_create(c, name, email="", first_name="", last_name="", institution="", set_default=False):
+    """Create a profile: own PostgreSQL role (generated password) and UTF8 database, repository, broker,
+    localhost computer."""
+    s = settings.load()
+    profiles.create(Stack(s), name, email or s.user_email, first_name or s.user_first_name,
+                    last_name or s.user_last_name, institution or s.user_institution, set_default)
+
+
+@task(name="delete", help={"name": "the profile", "skip-db": "keep its database and role",
+                           "skip-repository": "keep its file repository", "yes": "do not ask",
+                           "set-default": "the profile that becomes default (needed to delete the default)"})
+@reported
+def profile_delete(c, name, skip_db=False, skip_repository=False, yes=False, set_default=""):
+    """Delete a profile: config entry, database + role and repository unless skipped (asks to confirm)."""
+    profiles.delete(_stack(), name, skip_db, skip_repository, yes, set_default)
+
+
+@task(name="set-default")
+@reported
+def profile_set_default(c, name):
+    """Make NAME the default profile; the daemon then serves it."""
+    profiles.set_default_profile(_stack(), name)
+
+
+# ---------------------------------------------------------------------------------------- config.*
+
+_where = {"global": "at the global level (all profiles)", "profile": "profile (default: the default profile)",
+          "restart": "restart the daemon if the option needs it"}
+
+
+@task(name="list", help={"prefix": "only options starting with this", "profile": _where["profile"]})
+@reported
+def config_list(c, prefix="", profile=""):
+    """List configuration options: name, source (profile/global/default), value."""
+    raise Exit(code=options.verdi_config(_stack(), "list", *([prefix] if prefix else []), profile=profile))
+
+
+@task(name="show", help={"profile": _where["profile"]})
+@reported
+def config_show(c, option, profile=""):
+    """Show an option: its schema and its value at each level."""
+    stack = _stack()
+    options.check(stack, option)
+    raise Exit(code=options.verdi_config(stack, "show", option, profile=profile))
+
+
+@task(name="get", help={"profile": _where["profile"]})
+@reported
+def config_get(c, option, profile=""):
+    """Print an option's effective value."""
+    stack = _stack()
+    options.check(stack, option)
+    raise Exit(code=options.verdi_config(stack, "get", option, profile=profile))
+
+
+@task(name="set", help=_where)
+@reported
+def config_set(c, option, value, global_=False, profile="", restart=False):
+    """Set an option for a profile (or --global) after validating it against AiiDA's schema."""
+    options.set_option(_stack(), option, value, global_, profile, restart)
+
+
+@task(name="unset", help=_where)
+@reported
+def config_unset(c, option, global_=False, profile="", restart=False):
+    """Remove an option's value at the profile (or --global) level."""
+    options.unset_option(_stack(), option, global_, profile, restart)
+
+
+# ---------------------------------------------------------------------------------------- daemon.*
+
+
+@task(name="status")
+@reported
+def daemon_status(c):
+    """Show the daemon of the default profile and its workers (verdi daemon status)."""
+    daemon.status(_stack())
+
+
+@task(name="start")
+@reported
+def daemon_start(c):
+    """Start the daemon (and let the service supervise it again)."""
+    daemon.start(_stack())
+
+
+@task(name="stop")
+@reported
+def daemon_stop(c):
+    """Stop the daemon and keep it stopped until daemon.start (the service reports unhealthy meanwhile)."""
+    daemon.stop(_stack())
+
+
+@task(name="restart")
+@reported
+def daemon_restart(c):
+    """Restart the daemon (needed after changing options that affect it)."""
+    daemon.restart(_stack())
+
+
+@task(name="incr")
+@reported
+def daemon_incr(c, number=1):
+    """Add workers to the running daemon (until restart; persist with config.set daemon.default_workers)."""
+    daemon.change_workers(_stack(), number)
+
+
+@task(name="decr")
+@reported
+def daemon_decr(c, number=1):
+    """Remove workers from the running daemon."""
+    daemon.change_workers(_stack(), -number)
+
+
 ns = Collection(up, down, status, logs, build, verdi, run, bench, test)
+ns.add_collection(Collection("profile", profile_list, profile_show, profile_create, profile_delete,
+                             profile_set_default))
+ns.add_collection(Collection("config", config_list, config_show, config_get, config_set, config_unset))
+ns.add_collection(Collection("daemon", daemon_status, daemon_start, daemon_stop, daemon_restart, daemon_incr,
+                             daemon_decr))

@@ -94,8 +94,9 @@ class Stack:
         return [*cmd, *args]
 
     def run(self, *args: str, capture: bool = False, check: bool = True,
-            stdin: int | None = None) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run(self.command(*args), capture_output=capture, text=True, stdin=stdin)
+            input: str | None = None) -> subprocess.CompletedProcess[str]:
+        """`docker compose ARGS`; `input` is fed to stdin (how secrets reach a service, never argv)."""
+        done = subprocess.run(self.command(*args), capture_output=capture, text=True, input=input)
         if check and done.returncode != 0:
             detail = f":\n{done.stderr.strip()[-3000:]}" if capture else ""
             raise StackError(f"`docker compose {' '.join(args)}` failed (exit {done.returncode}){detail}",
@@ -119,10 +120,14 @@ class Stack:
         return found[0]
 
     def exec_aiida(self, argv: Sequence[str], *, interactive: bool = False, capture: bool = False,
-                   check: bool = False) -> subprocess.CompletedProcess[str]:
+                   check: bool = False, input: str | None = None) -> subprocess.CompletedProcess[str]:
         """Run a command as the aiida user in the aiida service; stdin/stdout pass through."""
-        tty = [] if interactive and sys.stdin.isatty() and sys.stdout.isatty() else ["-T"]
-        return self.run("exec", *tty, "--user", "aiida", AIIDA, *argv, capture=capture, check=check)
+        tty = [] if interactive and input is None and sys.stdin.isatty() and sys.stdout.isatty() else ["-T"]
+        return self.run("exec", *tty, "--user", "aiida", AIIDA, *argv, capture=capture, check=check, input=input)
+
+    def exec_postgres(self, argv: Sequence[str], *, input: str | None = None) -> subprocess.CompletedProcess[str]:
+        """Run a command as root in the postgres service (its scripts use peer auth as postgres)."""
+        return self.run("exec", "-T", POSTGRES, *argv, capture=True, check=False, input=input)
 
 
 def _quote(value: str) -> str:

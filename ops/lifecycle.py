@@ -7,9 +7,10 @@ import sys
 import time
 
 from docker.errors import ImageNotFound, NotFound
+from rich.console import Group
 from rich.table import Table
 
-from ops import console, engine, secrets, wait
+from ops import console, engine, profiles, secrets, wait
 from ops.compose import Stack
 from ops.errors import StackError
 from ops.runner import aiida_info
@@ -92,17 +93,18 @@ def remove_volumes(settings: Settings, names: tuple[str, ...]) -> list[str]:
     return removed
 
 
-def status(settings: Settings) -> Table:
+def status(settings: Settings) -> Group:
+    """Services (state, health), the aiida service's view (version, daemon, processes), the profiles."""
     stack = Stack(settings)
     engine.client()
     states = wait.service_states(stack)
     table = Table("service", "state", "health", "detail", title=f"stack {settings.name}", title_justify="left")
-    detail = {}
+    detail, listing = {}, None
     if states.get(AIIDA, {}).get("state") == "running":
         try:
             info = aiida_info(stack)
-            profiles = ", ".join(p + (" (default)" if p == info["default_profile"] else "") for p in info["profiles"])
-            detail[AIIDA] = (f"aiida-core {info['aiida_core']}; profiles: {profiles}; "
+            listing = profiles.info(stack)
+            detail[AIIDA] = (f"aiida-core {info['aiida_core']}; default profile: {info['default_profile']}; "
                              f"daemon: {info['daemon_workers']} workers; "
                              f"active processes: {info['active_processes']}")
         except StackError as exc:
@@ -114,4 +116,22 @@ def status(settings: Settings) -> Table:
             continue
         colour = {"healthy": "green", "unhealthy": "red", "starting": "yellow"}.get(st["health"], "white")
         table.add_row(service, st["state"], f"[{colour}]{st['health']}[/]", detail.get(service, ""))
+    return Group(table, profiles_table(listing)) if listing else Group(table)
+
+
+def profiles_table(listing: dict) -> Table:
+    table = Table("profile", "default", "nodes", "database", "repository", title="profiles", title_justify="left")
+    for p in listing["profiles"]:
+        nodes = str(p["nodes"]) if p.get("nodes") is not None else f"[red]{p.get('error', '?')}[/]"
+        table.add_row(p["name"], "✔" if p["is_default"] else "", nodes,
+                      f"{p['database_name']}@{p['database_hostname']}", p["repository_path"])
+    return table
+
+
+def profile_details(profile: dict) -> Table:
+    table = Table("setting", "value", title=f"profile {profile['name']}", title_justify="left")
+    for key, value in profile.items():
+        if key != "name":
+            table.add_row(key, str(value))
+    table.add_row("database_password", "[dim](redacted)[/]")
     return table

@@ -1,0 +1,62 @@
+"""The daemon of the default profile, supervised by the aiida service.
+
+The service restarts a daemon that dies; an intentional stop leaves a marker that tells it not to.
+"""
+
+from __future__ import annotations
+
+from ops import wait
+from ops.compose import Stack
+from ops.errors import StackError
+from ops.services import AIIDA
+
+DISABLED_MARKER = "/home/aiida/.aiida/stack/daemon.disabled"
+RECOVERY_TIMEOUT = 120
+
+
+def verdi_daemon(stack: Stack, *args: str, capture: bool = False) -> str:
+    done = stack.exec_aiida(["verdi", "daemon", *args], capture=capture)
+    if done.returncode != 0:
+        detail = f": {(done.stdout or '') + (done.stderr or '')}".rstrip() if capture else ""
+        raise StackError(f"verdi daemon {' '.join(args)} failed (exit {done.returncode}){detail}")
+    return done.stdout or ""
+
+
+def _marker(stack: Stack, present: bool) -> None:
+    argv = ["sh", "-c", f'mkdir -p "$(dirname {DISABLED_MARKER})" && touch {DISABLED_MARKER}'] if present \
+        else ["rm", "-f", DISABLED_MARKER]
+    if stack.exec_aiida(argv, capture=True).returncode != 0:
+        raise StackError("could not update the daemon marker in the aiida service")
+
+
+def status(stack: Stack) -> None:
+    verdi_daemon(stack, "status")
+
+
+def start(stack: Stack) -> None:
+    _marker(stack, present=False)
+    if stack.exec_aiida(["verdi", "daemon", "status"], capture=True).returncode != 0:
+        verdi_daemon(stack, "start")
+    wait.until_healthy(stack, [AIIDA], RECOVERY_TIMEOUT)
+
+
+def stop(stack: Stack) -> None:
+    """Stop the daemon and keep it stopped (the service then reports itself unhealthy, on purpose)."""
+    _marker(stack, present=True)
+    verdi_daemon(stack, "stop")
+
+
+def restart(stack: Stack) -> None:
+    # The marker keeps the service's supervisor from starting a second daemon in between.
+    _marker(stack, present=True)
+    try:
+        verdi_daemon(stack, "restart")
+    finally:
+        _marker(stack, present=False)
+    wait.until_healthy(stack, [AIIDA], RECOVERY_TIMEOUT)
+
+
+def change_workers(stack: Stack, delta: int) -> None:
+    if delta == 0:
+        raise StackError("the number of workers to add or remove must be at least 1", code=2)
+    verdi_daemon(stack, "incr" if delta > 0 else "decr", str(abs(delta)))

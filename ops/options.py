@@ -1,0 +1,55 @@
+"""Configuration options (`verdi config`), validated before anything is written."""
+
+from __future__ import annotations
+
+import json
+
+from ops import console, daemon
+from ops.compose import Stack
+from ops.errors import StackError
+from ops.runner import SCRIPTS, run_script
+
+
+def verdi_config(stack: Stack, *args: str, profile: str = "") -> int:
+    """`verdi [-p P] config ARGS` in the aiida service; output passes through; returns its exit code."""
+    selector = ["-p", profile] if profile else []
+    return stack.exec_aiida(["verdi", *selector, "config", *args]).returncode
+
+
+def check(stack: Stack, option: str, value: str | None = None) -> dict:
+    """AiiDA's verdict on an option (and value): unknown options and bad values raise StackError."""
+    args = [option] if value is None else [option, value]
+    code, out = run_script(stack, SCRIPTS / "check_option.py", args, capture=True)
+    lines = [line for line in out.splitlines() if line.startswith("{")]
+    if code != 0 or not lines:
+        raise StackError(f"could not validate {option} in the aiida service (exit {code}): {out[-500:]}")
+    verdict = json.loads(lines[-1])
+    if not verdict["ok"]:
+        raise StackError(f"{verdict['error']}; config.json unchanged", code=2)
+    return verdict
+
+
+def set_option(stack: Stack, option: str, value: str, is_global: bool, profile: str, restart: bool) -> None:
+    verdict = check(stack, option, value)
+    if verdict["global_only"] and not is_global:
+        raise StackError(f"{option} can only be set globally: add --global; config.json unchanged", code=2)
+    if verdi_config(stack, "set", option, value, *(["--global"] if is_global else []), profile=profile):
+        raise StackError(f"verdi config set {option} failed")
+    _after_change(stack, option, verdict, restart)
+
+
+def unset_option(stack: Stack, option: str, is_global: bool, profile: str, restart: bool) -> None:
+    verdict = check(stack, option)
+    if verdi_config(stack, "unset", option, *(["--global"] if is_global else []), profile=profile):
+        raise StackError(f"verdi config unset {option} failed")
+    _after_change(stack, option, verdict, restart)
+
+
+def _after_change(stack: Stack, option: str, verdict: dict, restart: bool) -> None:
+    if not verdict["requires_daemon_restart"]:
+        return
+    if restart:
+        daemon.restart(stack)
+    else:
+        console.err.print(f"[yellow]{option} affects the daemon[/]: it takes effect after "
+                          "`./stack daemon.restart` (or pass --restart)")

@@ -1,0 +1,128 @@
+"""Profiles: each its own PostgreSQL role + database and file repository, one the default.
+
+The services own the work (postgres: `stack-profile-db`, aiida: `aiida-stack-profile`); this
+module validates, orders the steps, keeps the host copy of each profile's database password, and
+refuses what would lose data without confirmation.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets as token
+import sys
+from pathlib import Path
+
+from ops import console, secrets, wait
+from ops.compose import Stack
+from ops.errors import StackError
+from ops.services import AIIDA
+from ops.settings import PROFILE_RE
+
+PROFILE_CLI = "aiida-stack-profile"
+DATABASE_CLI = "stack-profile-db"
+SWITCH_TIMEOUT = 120
+
+
+def validate_name(name: str) -> str:
+    if not re.fullmatch(PROFILE_RE, name):
+        raise StackError(f"invalid profile name {name!r}: use lowercase letters, digits and _, starting with a "
+                         "letter, at most 41 characters (it names the PostgreSQL role and database aiida_<name>)",
+                         code=2)
+    return name
+
+
+def info(stack: Stack) -> dict:
+    """{"default": name, "profiles": [...]} from the aiida service; passwords are never included."""
+    done = stack.exec_aiida([PROFILE_CLI, "info"], capture=True)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        raise StackError(f"could not list the profiles (exit {done.returncode}): {done.stderr.strip()[-500:]}")
+    return json.loads(lines[-1])
+
+
+def get(stack: Stack, name: str) -> dict:
+    validate_name(name)
+    listing = info(stack)
+    for profile in listing["profiles"]:
+        if profile["name"] == name:
+            return profile
+    known = ", ".join(p["name"] for p in listing["profiles"])
+    raise StackError(f"no profile {name!r} (profiles: {known})", code=2)
+
+
+def password_file(stack: Stack, name: str) -> Path:
+    return secrets.secrets_dir(stack.settings) / f"profile_{name}_db_password"
+
+
+def create(stack: Stack, name: str, email: str, first_name: str, last_name: str, institution: str,
+           set_default: bool) -> None:
+    validate_name(name)
+    if any(p["name"] == name for p in info(stack)["profiles"]):
+        raise StackError(f"profile {name!r} already exists; nothing changed", code=2)
+    password = token.token_urlsafe(32)
+    stored = password_file(stack, name)
+    secrets.write_private(stored, password)
+    console.step(f"database password of {name} kept in {stored} (mode 0600)")
+    done = stack.exec_postgres([DATABASE_CLI, "create", name], input=password + "\n")
+    if done.returncode != 0:
+        stored.unlink(missing_ok=True)
+        raise StackError(f"could not create role and database aiida_{name}: {done.stderr.strip()}",
+                         code=2 if done.returncode == 3 else 1)
+    console.step(f"PostgreSQL role and database aiida_{name} (UTF8, owner only)")
+    argv = [PROFILE_CLI, "create", name, "--email", email, "--first-name", first_name, "--last-name", last_name,
+            "--institution", institution]
+    done = stack.exec_aiida(argv, capture=True, input=password + "\n")
+    if done.returncode != 0:
+        stack.exec_postgres([DATABASE_CLI, "drop", name])
+        stored.unlink(missing_ok=True)
+        raise StackError(f"could not set up profile {name}; its database was dropped again: {done.stderr.strip()}")
+    console.step(f"profile {name}: repository, broker, localhost computer")
+    if set_default:
+        set_default_profile(stack, name)
+
+
+def set_default_profile(stack: Stack, name: str) -> None:
+    """Make `name` the default; the aiida service then moves the daemon to it (waited for here)."""
+    get(stack, name)
+    done = stack.exec_aiida(["verdi", "profile", "set-default", name], capture=True)
+    if done.returncode != 0:
+        raise StackError(f"verdi profile set-default {name} failed: {done.stderr.strip()}")
+    console.step(f"default profile: {name}; waiting for the daemon to serve it")
+    wait.until_healthy(stack, [AIIDA], SWITCH_TIMEOUT)
+
+
+def delete(stack: Stack, name: str, skip_db: bool, skip_repository: bool, yes: bool, new_default: str) -> None:
+    profile = get(stack, name)
+    others = [p["name"] for p in info(stack)["profiles"] if p["name"] != name]
+    if not others:
+        raise StackError(f"{name} is the only profile; `./stack down --volumes` removes everything", code=2)
+    if profile["is_default"] and not new_default:
+        raise StackError(f"{name} is the default profile: give --set-default OTHER (one of {', '.join(others)})",
+                         code=2)
+    doomed = [what for what, skip in (("database and role", skip_db), ("repository", skip_repository)) if not skip]
+    _confirm(f"Delete profile {name!r} ({', '.join(['config entry', *doomed])})?", name, yes)
+    if new_default:
+        if new_default == name:
+            raise StackError("--set-default must name another profile", code=2)
+        set_default_profile(stack, new_default)
+    done = stack.exec_aiida([PROFILE_CLI, "delete", name, *(["--skip-repository"] if skip_repository else [])],
+                            capture=True)
+    if done.returncode != 0:
+        raise StackError(f"could not delete profile {name}: {done.stderr.strip()}")
+    console.step(f"profile {name} removed from config.json" + ("" if skip_repository else " with its repository"))
+    if not skip_db:
+        done = stack.exec_postgres([DATABASE_CLI, "drop", name])
+        if done.returncode != 0:
+            raise StackError(f"could not drop database aiida_{name}: {done.stderr.strip()}")
+        password_file(stack, name).unlink(missing_ok=True)
+        console.step(f"database and role aiida_{name} dropped")
+
+
+def _confirm(question: str, name: str, yes: bool) -> None:
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise StackError(f"{question} Deleting data needs --yes; nothing changed", code=2)
+    if console.err.input(f"{question} Type the profile name to confirm: ").strip() != name:
+        raise StackError("not confirmed; nothing changed", code=2)
