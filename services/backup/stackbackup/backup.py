@@ -1,0 +1,112 @@
+"""`backup`: the runbook lock → dump database → copy repository → write config entry → write manifest →
+publish → prune (see the package docstring for the layout it writes)."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+
+from stackbackup.aiida_config import database_name, load_config, profile_entry, repository_path
+from stackbackup.common import EXIT_INPUT, Fail, rand, run, say, step, utcnow
+from stackbackup.database import dump_database
+from stackbackup.layout import (
+    LATEST,
+    READING,
+    check_profile_name,
+    fsync_dir,
+    global_lock,
+    latest_id,
+    profile_dir,
+    published,
+    remove_tree,
+    write_json_atomic,
+)
+from stackbackup.manifest import build_manifest, database_file_checksums, usage
+from stackbackup.prune import prune
+from stackbackup.repository import container_hashes, copy_container, hashes_text, open_backup_container
+
+
+def cmd_backup(args: argparse.Namespace) -> dict:
+    check_profile_name(args.profile)
+    if args.keep is not None and args.keep < 1:
+        raise Fail("--keep must be at least 1", EXIT_INPUT)
+    profile = args.profile
+    config = load_config()
+    entry = profile_entry(config, profile)
+    dbname = database_name(entry, profile)
+    source = repository_path(entry) / "container"
+    folder = profile_dir(profile)
+
+    started = utcnow()
+    held = contextlib.ExitStack()
+    with held:
+        with step("lock"):
+            held.enter_context(global_lock(args.wait))
+            folder.mkdir(mode=0o700, exist_ok=True)
+            for stale in folder.iterdir():
+                if stale.name.startswith((".live-", ".deleting-", ".latest-")):
+                    say(f"removing stale {stale.name} (an interrupted backup or prune)")
+                    if stale.is_symlink() or not stale.is_dir():
+                        stale.unlink(missing_ok=True)
+                    else:
+                        remove_tree(stale)
+        # hard-link to the backup `latest` names (else the newest published one)
+        previous_id = latest_id(profile)
+        if not previous_id or not (folder / previous_id).is_dir():
+            previous_id = next((ident for ident, _ in published(profile)), None)
+        previous = folder / previous_id if previous_id else None
+        live = folder / f".live-{rand(8)}"
+        live.mkdir(mode=0o700)
+        try:
+            with step("dump database"):
+                facts = dump_database(dbname, live / "database")
+            with step("copy repository"):
+                prev_container = previous / "repository" / "container" if previous else None
+                copy_container(source, live / "repository" / "container", prev_container)
+                with open_backup_container(live / "repository" / "container") as container:
+                    hashes = container_hashes(container)
+                    counts = container.count_objects()
+                text = hashes_text(hashes)
+                (live / "repository-hashes.txt").write_text(text)
+            with step("write config entry"):
+                own = {"default_profile": profile, "profiles": {profile: entry}}
+                for key in ("CONFIG_VERSION",):
+                    if key in config:
+                        own[key] = config[key]
+                write_json_atomic(live / "config.json", own, mode=0o600)
+            with step("write manifest"):
+                database_files = database_file_checksums(live / "database")
+                fd = os.open(live / READING, os.O_WRONLY | os.O_CREAT, 0o600)
+                os.close(fd)
+                bytes_total, bytes_new = usage(live, previous)
+                finished = utcnow()
+                manifest = build_manifest(
+                    profile=profile, dbname=dbname, aiida_version=args.aiida_version, config=config, facts=facts,
+                    hashes=hashes, hashes_text=text, counts=counts, database_files=database_files,
+                    previous_id=previous_id, bytes_total=bytes_total, bytes_new=bytes_new, started=started,
+                    finished=finished)
+                write_json_atomic(live / "manifest.json", manifest)
+            with step("publish"):
+                run(["sync", "-f", str(live)], what="sync")  # syncfs: the dump and the copied files
+                while True:
+                    ident = f"backup_{finished.strftime('%Y%m%dT%H%M%SZ')}_{rand(4)}"
+                    if not (folder / ident).exists():
+                        break
+                os.rename(live, folder / ident)
+                fsync_dir(folder)
+                tmp_link = folder / f".latest-{rand(6)}"
+                os.symlink(ident, tmp_link)
+                os.replace(tmp_link, folder / LATEST)  # latest moves last
+                fsync_dir(folder)
+        except BaseException:
+            remove_tree(live)
+            raise
+        pruned: list[str] = []
+        if args.keep is not None:
+            with step("prune"):
+                pruned = prune(profile, args.keep, protect={ident})
+    say(f"backup {ident} of profile {profile}: {manifest['node_count']} nodes, "
+        f"{manifest['repository_object_count']} objects, {bytes_total} bytes ({bytes_new} new), "
+        f"{manifest['duration_seconds']} s")
+    return {"id": ident, "profile": profile, "path": str(folder / ident), "manifest": manifest, "pruned": pruned}

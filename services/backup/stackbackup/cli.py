@@ -1,0 +1,113 @@
+"""The stack-backup CLI: argparse, one JSON result line on stdout, exit codes (0 ok, 1 failure,
+2 bad input, 3 lock busy). Entry point: main()."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+from typing import Any
+
+import stackbackup
+from stackbackup.backup import cmd_backup
+from stackbackup.common import EXIT_FAIL, EXIT_INPUT, EXIT_OK, Fail, say
+from stackbackup.database import cmd_restore_database
+from stackbackup.layout import AIIDA_HOME, cmd_list
+from stackbackup.repository import cmd_restore_repository
+from stackbackup.verify import cmd_verify
+
+log = logging.getLogger("stack-backup")
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse's exit 2 with usage, as a JSON result too
+        raise Fail(f"{message} (usage: {self.format_usage().strip()})", EXIT_INPUT)
+
+
+def parser() -> argparse.ArgumentParser:
+    top = Parser(prog="stack-backup", description=stackbackup.__doc__.split("\n\n")[0])
+    sub = top.add_subparsers(dest="command", required=True, parser_class=Parser)
+
+    p = sub.add_parser("backup", help="back up one profile: database, repository, config entry")
+    p.add_argument("--profile", required=True)
+    p.add_argument("--keep", type=int, help="afterwards keep only the N newest backups of the profile")
+    p.add_argument("--wait", type=float, default=0, help="seconds to wait for a running backup (default: refuse)")
+    p.add_argument("--aiida-version", help="aiida-core version to record in the manifest")
+
+    p = sub.add_parser("list", help="published backups, newest first")
+    p.add_argument("--profile")
+
+    p = sub.add_parser("verify", help="check a backup (checksums, repository, optionally a real restore)")
+    p.add_argument("--profile", required=True)
+    p.add_argument("id", help="backup id or 'latest'")
+    p.add_argument("--scratch-host", help="PostgreSQL server to restore the dump on (password: stdin, first line)")
+    p.add_argument("--scratch-port", type=int, default=5432)
+    p.add_argument("--scratch-user", default="postgres")
+
+    p = sub.add_parser("restore-database", help="load a backup's dump into a new database (superuser)")
+    p.add_argument("--profile", required=True)
+    p.add_argument("id", help="backup id or 'latest'")
+    p.add_argument("--target-db", required=True)
+    p.add_argument("--owner", help="role owning the restored database (default: aiida_<profile>)")
+    p.add_argument("--replace", action="store_true", help="replace a non-empty target database")
+
+    p = sub.add_parser("restore-repository", help="copy a backup's repository into the AiiDA home")
+    p.add_argument("--profile", required=True)
+    p.add_argument("id", help="backup id or 'latest'")
+    p.add_argument("--target-path", required=True, help=f"repository folder, inside {AIIDA_HOME}/repository/")
+    p.add_argument("--replace", action="store_true", help="replace a non-empty target (old one kept until success)")
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    # stdout carries exactly one JSON line: everything else (tools, libraries) writes to stderr
+    result_out = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="stack-backup: %(name)s: %(message)s")
+
+    def terminate(signum: int, _frame: Any) -> None:
+        raise SystemExit(128 + signum)  # unwinds: the live folder is removed, locks released
+
+    signal.signal(signal.SIGTERM, terminate)
+    signal.signal(signal.SIGHUP, terminate)
+    os.umask(0o077)
+
+    command = None
+    try:
+        args = parser().parse_args(argv)
+        command = args.command
+        code = EXIT_OK
+        if command == "backup":
+            result = cmd_backup(args)
+        elif command == "list":
+            result = cmd_list(args)
+        elif command == "verify":
+            result, code = cmd_verify(args)
+        elif command == "restore-database":
+            result = cmd_restore_database(args)
+        else:
+            result = cmd_restore_repository(args)
+        if isinstance(result, dict) and "ok" not in result:
+            result = {"ok": True, **result}
+    except Fail as exc:
+        say(f"error: {exc}")
+        result, code = {"ok": False, "command": command, "error": str(exc), "exit_code": exc.code}, exc.code
+    except KeyboardInterrupt:
+        result, code = {"ok": False, "command": command, "error": "interrupted", "exit_code": 130}, 130
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else EXIT_FAIL
+        if code == 0:  # --help (printed on stderr)
+            result = {"ok": True, "command": command, "help": True}
+        else:
+            result = {"ok": False, "command": command, "error": f"terminated (exit {code})", "exit_code": code}
+    except Exception as exc:  # a bug or an unforeseen failure: one JSON line still
+        log.exception("unexpected failure")
+        result, code = {"ok": False, "command": command, "error": f"{type(exc).__name__}: {exc}",
+                        "exit_code": EXIT_FAIL}, EXIT_FAIL
+    result_out.write(json.dumps(result, sort_keys=False) + "\n")
+    result_out.flush()
+    return code

@@ -1,0 +1,127 @@
+"""PostgreSQL: connections, the consistent dump of a profile's database, and `restore-database`."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import re
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from stackbackup.common import EXIT_INPUT, Fail, rand, run, step, utcnow
+from stackbackup.layout import reading, resolve
+from stackbackup.manifest import read_manifest
+
+if TYPE_CHECKING:
+    import psycopg
+
+PG_NAME_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+def pg_connect(dbname: str = "postgres", **params: Any) -> psycopg.Connection:
+    """psycopg connection; host/user/password from PG* environment and ~/.pgpass unless given."""
+    import psycopg
+
+    params = {key: value for key, value in params.items() if value not in (None, "")}
+    try:
+        return psycopg.connect(dbname=dbname, connect_timeout=15, **params)
+    except psycopg.OperationalError as exc:
+        raise Fail(f"cannot connect to database {dbname!r}: {str(exc).strip()}") from None
+
+
+def dump_database(dbname: str, target: Path) -> dict:
+    """pg_dump (directory format, 2 jobs) of one database, and facts read from the SAME snapshot."""
+    conn = pg_connect(dbname)
+    try:
+        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
+        try:
+            schema = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+        except Exception as exc:
+            raise Fail(f"{dbname} has no alembic_version table: not an AiiDA database? ({exc})") from None
+        node_count = conn.execute("SELECT count(*) FROM db_dbnode").fetchone()[0]
+        run(["pg_dump", "--format=directory", "--jobs=2", "--no-owner", "--no-privileges",
+             f"--snapshot={snapshot}", f"--dbname={dbname}", f"--file={target}"], what="pg_dump")
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+    return {"schema_version": schema[0] if schema else None, "node_count": node_count}
+
+
+# ------------------------------------------------------------------------------------------------
+# restore-database (the host orchestrates; superuser connection from PG* and ~/.pgpass)
+
+
+def cmd_restore_database(args: argparse.Namespace) -> dict:
+    from psycopg import sql
+
+    folder, ident = resolve(args.profile, args.id)
+    target = args.target_db
+    owner = args.owner or f"aiida_{args.profile}"
+    for what, value in (("--target-db", target), ("--owner", owner)):
+        if not PG_NAME_RE.fullmatch(value):
+            raise Fail(f"invalid {what} {value!r}: use ^[a-z_][a-z0-9_]{{0,62}}$", EXIT_INPUT)
+    if target in ("postgres", "template0", "template1"):
+        raise Fail(f"refusing to restore into {target}", EXIT_INPUT)
+    started = time.monotonic()
+    with reading(folder):
+        manifest = read_manifest(folder)
+        with pg_connect("postgres") as admin:
+            admin.autocommit = True
+            if not admin.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (owner,)).fetchone():
+                raise Fail(f"role {owner} does not exist: create the profile's role first", EXIT_INPUT)
+            exists = bool(admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (target,)).fetchone())
+        if exists:
+            with pg_connect(target) as conn:
+                tables = conn.execute(
+                    "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                    "WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%%' "
+                    "AND c.relkind IN ('r', 'p', 'v', 'm', 'S')").fetchone()[0]
+            if tables and not args.replace:
+                raise Fail(f"database {target} exists and is not empty ({tables} relations); "
+                           f"give --replace to replace it", EXIT_INPUT)
+        staging = f"{target[:40]}_restoring_{rand(8)}"
+        with pg_connect("postgres") as admin:
+            admin.autocommit = True
+            with step("create database"):
+                admin.execute(sql.SQL("CREATE DATABASE {} OWNER {} ENCODING 'UTF8' TEMPLATE template0").format(
+                    sql.Identifier(staging), sql.Identifier(owner)))
+                admin.execute(sql.SQL("REVOKE CONNECT, TEMPORARY ON DATABASE {} FROM PUBLIC").format(
+                    sql.Identifier(staging)))
+            swapped = False
+            try:
+                with step("load dump"):
+                    run(["pg_restore", "--jobs=2", "--no-owner", "--no-privileges", f"--role={owner}",
+                         "--exit-on-error", f"--dbname={staging}", str(folder / "database")], what="pg_restore")
+                with step("check"), pg_connect(staging) as conn:
+                    nodes = conn.execute("SELECT count(*) FROM db_dbnode").fetchone()[0]
+                    schema = conn.execute("SELECT version_num FROM alembic_version").fetchone()[0]
+                    if nodes != manifest.get("node_count"):
+                        raise Fail(f"{nodes} nodes restored, the manifest says {manifest.get('node_count')}")
+                with step("swap in"):
+                    replaced = None
+                    if exists:
+                        replaced = f"{target[:40]}_replaced_{utcnow().strftime('%Y%m%d%H%M%S')}"
+                        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                                      (target,))
+                        admin.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
+                            sql.Identifier(target), sql.Identifier(replaced)))
+                    try:
+                        admin.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
+                            sql.Identifier(staging), sql.Identifier(target)))
+                    except Exception:
+                        if replaced:
+                            admin.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
+                                sql.Identifier(replaced), sql.Identifier(target)))
+                        raise
+                    swapped = True
+                    if replaced:
+                        admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(replaced)))
+            finally:
+                if not swapped:
+                    with contextlib.suppress(Exception):
+                        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                            sql.Identifier(staging)))
+    return {"id": ident, "profile": args.profile, "target_db": target, "owner": owner, "replaced": exists,
+            "nodes_restored": nodes, "schema_version": schema, "seconds": round(time.monotonic() - started, 3)}

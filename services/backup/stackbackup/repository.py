@@ -1,0 +1,246 @@
+"""disk-objectstore: copy a live container consistently, read a backed-up one without touching it,
+its object hashes, and `restore-repository`."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import os
+import shutil
+import sqlite3
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from stackbackup.common import EXIT_INPUT, Fail, rand, run, say, sha256_file, step, utcnow
+from stackbackup.layout import AIIDA_HOME, AIIDA_HOME_RW, fsync_dir, reading, remove_tree, resolve
+from stackbackup.manifest import read_manifest
+
+try:  # the image has it; `list` and argument errors work without
+    from disk_objectstore import Container
+    from disk_objectstore.backup_utils import BackupError, BackupManager
+except ImportError:  # pragma: no cover
+    Container = BackupManager = None  # type: ignore[assignment,misc]
+    BackupError = Exception  # type: ignore[assignment,misc]
+
+
+if BackupManager is not None:
+
+    class RsyncManager(BackupManager):
+        """disk-objectstore's BackupManager (rsync checks, local destination), rsync output to stderr.
+
+        Upstream's call_rsync prints rsync's progress on stdout (ours is the JSON result) and drops
+        rsync's error message; this one keeps stdout clean and puts rsync's reason in the error.
+        Flags: -a (times, modes: unchanged files match the previous backup and are hard-linked)
+        and --link-dest as upstream; no -z (local copy).
+        """
+
+        def call_rsync(self, src: Path, dest: Path, link_dest: Path | None = None,  # type: ignore[override]
+                       src_trailing_slash: bool = False, dest_trailing_slash: bool = False,
+                       extra_args: list | None = None) -> None:
+            argv = [self.rsync_exe, "-a", *(extra_args or [])]
+            if link_dest is not None and Path(link_dest).is_dir():
+                argv.append(f"--link-dest={Path(link_dest).resolve()}")
+            argv += [str(src) + ("/" if src_trailing_slash else ""), str(dest) + ("/" if dest_trailing_slash else "")]
+            try:
+                run(argv, what=f"rsync {src}")
+            except Fail as exc:
+                raise BackupError(str(exc)) from None
+
+
+def snapshot_pack_index(source: Path, target: Path) -> None:
+    """Consistent copy of a container's SQLite pack index (packs.idx) into `target`.
+
+    As disk-objectstore's backup_utils: SQLite's online backup API, here through a read-only
+    connection (the AiiDA home is mounted read-only). A WAL database on a read-only mount opens only
+    while its -wal/-shm exist (an AiiDA process has the container open). Otherwise nobody has it
+    open: copy the file, and accept the copy only if no -wal appeared and the file did not change
+    meanwhile (any writer creates the -wal first); then SQLite checks the copy.
+    """
+    try:
+        src = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
+        try:
+            dst = sqlite3.connect(str(target))
+            with dst:
+                src.backup(dst)
+            dst.close()
+        finally:
+            src.close()
+        os.chmod(target, os.stat(source).st_mode & 0o777)
+        return
+    except sqlite3.OperationalError as exc:
+        say(f"packs.idx: online backup through a read-only connection refused ({exc}); copying the idle file")
+        target.unlink(missing_ok=True)
+    wal = source.with_name(source.name + "-wal")
+    for attempt in range(10):
+        before = os.stat(source)
+        if not wal.exists():
+            shutil.copyfile(source, target)
+            after = os.stat(source)
+            same = (before.st_ino, before.st_size, before.st_mtime_ns) == (after.st_ino, after.st_size,
+                                                                            after.st_mtime_ns)
+            if same and not wal.exists():
+                check = sqlite3.connect(str(target))
+                try:
+                    result = check.execute("PRAGMA integrity_check").fetchone()[0]
+                finally:
+                    check.close()
+                if result == "ok":
+                    os.chmod(target, before.st_mode & 0o777)
+                    return
+                raise Fail(f"the copy of {source} is not a sound SQLite database: {result}")
+        time.sleep(0.2 * (attempt + 1))
+    raise Fail(f"{source} kept changing while being copied; try again")
+
+
+def reuse_unchanged(fresh: Path, previous: Path | None) -> None:
+    """Give `fresh` the previous copy's mode and times when the bytes are the same, so rsync's
+    --link-dest hard-links it (the pack index is large on big repositories and rarely changes)."""
+    if previous is None or not previous.is_file():
+        return
+    old = os.stat(previous)
+    if old.st_size != os.stat(fresh).st_size or sha256_file(previous) != sha256_file(fresh):
+        return
+    os.chmod(fresh, old.st_mode & 0o7777)
+    os.utime(fresh, ns=(old.st_atime_ns, old.st_mtime_ns))
+
+
+def copy_container(source: Path, dest: Path, prev: Path | None) -> None:
+    """Copy the disk-objectstore container `source` into `dest` (a new folder), hard-linking to `prev`.
+
+    The order of disk_objectstore.backup_utils.backup_container (1.5.0), which is safe while AiiDA
+    uses the container: 1) loose objects, 2) pack index through SQLite's online backup, 3) packs,
+    4) the rest. Two deviations, both needed here: upstream passes `<prev>/loose` as --link-dest
+    for the loose folder, so rsync looks for `<prev>/loose/loose/..` and never hard-links loose
+    objects (checked with 1.5.0: every loose object copied again); and its SQLite backup opens the
+    index read-write, which fails on the read-only AiiDA home (see snapshot_pack_index).
+    """
+    container = Container(source)
+    root = container.get_folder()
+    loose = container._get_loose_folder()  # the accessors backup_utils uses
+    packs = container._get_pack_folder()
+    index = container._get_pack_index_path()
+    if not (root / "config.json").is_file() or not index.is_file():
+        raise Fail(f"{root} is not an initialised disk-objectstore container")
+    dest.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    manager = RsyncManager(str(dest.parent))
+    dest.mkdir(mode=0o700)
+
+    # 1) loose objects: written once, atomically (sandbox → rename); hard-linked to prev when unchanged
+    manager.call_rsync(loose, dest, link_dest=prev)
+    # 2) the pack index, consistently, after the loose objects (packing moves loose → packs:
+    #    an object missing from the loose copy is then in this index and in the packs copied next)
+    with tempfile.TemporaryDirectory(prefix="stack-backup-") as tmp:
+        snapshot = Path(tmp) / index.name
+        snapshot_pack_index(index, snapshot)
+        reuse_unchanged(snapshot, prev / index.name if prev else None)
+        manager.call_rsync(snapshot, dest, link_dest=prev)
+    # 3) packs: append-only; the index copied before references only bytes already written
+    manager.call_rsync(packs, dest, link_dest=prev)
+    # 4) the rest (config.json, duplicates, sandbox)
+    manager.call_rsync(root, dest, link_dest=prev, src_trailing_slash=True,
+                       extra_args=["--exclude", f"/{loose.name}", "--exclude", f"/{index.name}",
+                                   "--exclude", f"/{index.name}-*", "--exclude", f"/{packs.name}"])
+
+
+@contextlib.contextmanager
+def open_backup_container(path: Path) -> Iterator[Any]:
+    """A disk-objectstore Container reading a backed-up container without writing into the backup.
+
+    Opening a Container sets the pack index to WAL mode and creates -wal/-shm files beside it; a
+    backup must stay byte-identical (its files are hard-linked into other backups). So the Container
+    is opened on a scratch folder whose loose/packs/... are symlinks into the backup and whose
+    packs.idx is a private copy.
+    """
+    if not (path / "config.json").is_file() or not (path / "packs.idx").is_file():
+        raise Fail(f"{path} is not a disk-objectstore container (config.json / packs.idx missing)")
+    with tempfile.TemporaryDirectory(prefix="stack-backup-view-") as tmp:
+        view = Path(tmp) / "container"
+        view.mkdir()
+        for entry in path.iterdir():
+            if entry.name == "packs.idx":
+                shutil.copyfile(entry, view / "packs.idx")
+            elif not entry.name.startswith("packs.idx-"):
+                (view / entry.name).symlink_to(entry)
+        for folder in ("loose", "packs", "duplicates", "sandbox"):
+            if not (view / folder).exists():
+                (view / folder).mkdir()
+        container = Container(view)
+        try:
+            yield container
+        finally:
+            container.close()
+
+
+def container_hashes(container: Any) -> list[str]:
+    return sorted(set(container.list_all_objects()))
+
+
+def hashes_text(hashes: list[str]) -> str:
+    return "".join(f"{h}\n" for h in hashes)
+
+
+# ------------------------------------------------------------------------------------------------
+# restore-repository (run with the aiida-home volume mounted read-write; the host orchestrates)
+
+
+def cmd_restore_repository(args: argparse.Namespace) -> dict:
+    folder, ident = resolve(args.profile, args.id)
+    roots = [home / "repository" for home in (AIIDA_HOME_RW, AIIDA_HOME)]
+    target = Path(os.path.normpath(args.target_path))
+    if (not os.path.isabs(args.target_path) or ".." in Path(args.target_path).parts
+            or not any(root in target.parents for root in roots)):
+        raise Fail(f"--target-path must be a folder inside {roots[0]}/ (got {args.target_path!r})", EXIT_INPUT)
+    if target.is_symlink() or (target.exists() and not target.is_dir()):
+        raise Fail(f"{target} is not a folder", EXIT_INPUT)
+    non_empty = target.is_dir() and any(target.iterdir())
+    if non_empty and not args.replace:
+        raise Fail(f"{target} is not empty; give --replace to replace it (the old one is kept aside until "
+                   f"the restore succeeded)", EXIT_INPUT)
+    root = next(root for root in roots if root in target.parents)
+    if not root.is_dir() or not os.access(root, os.W_OK):
+        raise Fail(f"{root} is not writable here: run restore-repository in a one-off container with the "
+                   f"aiida-home volume mounted read-write at {AIIDA_HOME_RW} (docker compose run --rm -v "
+                   f"<project>_aiida-home:{AIIDA_HOME_RW} backup stack-backup restore-repository ... "
+                   f"--target-path {AIIDA_HOME_RW}/repository/<name>)")
+    started = time.monotonic()
+    with reading(folder):
+        manifest = read_manifest(folder)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = target.with_name(f".{target.name}.restoring-{rand(8)}")
+        staging.mkdir(mode=0o700)
+        os.chmod(staging, (target.stat().st_mode & 0o7777) if target.is_dir() else 0o755)
+        try:
+            with step("copy repository"):
+                run(["rsync", "-a", f"{folder / 'repository' / 'container'}/", f"{staging / 'container'}/"],
+                    what="rsync")
+            with step("check"), Container(staging / "container") as container:
+                hashes = container_hashes(container)
+                digest = hashlib.sha256(hashes_text(hashes).encode()).hexdigest()
+                if digest != manifest.get("repository_digest"):
+                    raise Fail(f"the copied container holds {len(hashes)} objects, not the "
+                               f"{manifest.get('repository_object_count')} of the backup (digest differs)")
+            with step("swap in"):
+                aside = None
+                if non_empty:
+                    aside = target.with_name(f"{target.name}.replaced-{utcnow().strftime('%Y%m%dT%H%M%SZ')}")
+                    os.rename(target, aside)
+                elif target.is_dir():
+                    target.rmdir()
+                try:
+                    os.rename(staging, target)
+                except BaseException:
+                    if aside is not None:
+                        os.rename(aside, target)
+                    raise
+                fsync_dir(target.parent)
+                if aside is not None:
+                    remove_tree(aside)
+        except BaseException:
+            remove_tree(staging)
+            raise
+    return {"id": ident, "profile": args.profile, "target_path": str(target), "replaced": non_empty,
+            "objects_restored": len(hashes), "seconds": round(time.monotonic() - started, 3)}
