@@ -13,8 +13,8 @@ from pathlib import Path
 
 from invoke import Collection, Exit, task
 
+from ops import backups, console, daemon, lifecycle, options, profiles, runner, settings
 from ops import bench as bench_ops
-from ops import console, daemon, lifecycle, options, profiles, runner, settings
 from ops.compose import Stack
 from ops.errors import StackError
 from ops.services import SERVICES
@@ -267,7 +267,48 @@ def daemon_decr(c, number=1):
     daemon.change_workers(_stack(), -number)
 
 
-ns = Collection(up, down, status, logs, build, verdi, run, bench, test)
+# ---------------------------------------------------------------------------------------- backup.*
+
+
+@task(name="run", default=True, help={"profile": "profile to back up (default: the default profile)",
+                                     "all": "every profile", "keep": "afterwards keep only the newest N backups"})
+@reported
+def backup_run(c, profile="", all_=False, keep=0):
+    """Back up profiles online: database first (pg_dump), repository after (hard-linked increments), verified
+    checksums in a manifest; published atomically."""
+    stack = _stack()
+    backups.backup(stack, backups.profile_names(stack, profile, all_), keep or None)
+
+
+@task(name="list", help={"profile": "only this profile"})
+@reported
+def backup_list(c, profile=""):
+    """List backups: id, time, size, new bytes, nodes, verified."""
+    console.out.print(backups.listing(_stack(), profile))
+
+
+@task(name="verify", help={"profile": "profile the backup belongs to (default: the default profile)"})
+@reported
+def backup_verify(c, id="latest", profile=""):
+    """Verify a backup: checksums, repository objects, restore into a throwaway PostgreSQL, node count."""
+    stack = _stack()
+    result = backups.verify(stack, profile or profiles.info(stack)["default"], id)
+    console.out.print(backups.checks_table(result))
+    if not result["ok"]:
+        raise StackError(f"backup {result.get('id', id)} failed verification")
+
+
+@task(help={"id": "backup id or latest", "profile": "profile the backup belongs to (default: the default profile)",
+            "as": "restore into this profile instead (created if missing)",
+            "yes": "replace a profile that holds data (a safety backup is taken first)"})
+@reported
+def restore(c, id="latest", profile="", as_="", yes=False):
+    """Restore a backup: verify → stop daemon → safety backup → load → migrate/repair → check → start."""
+    console.out.print(backups.restore(_stack(), id, profile, as_, yes))
+
+
+ns = Collection(up, down, status, logs, build, verdi, run, bench, test, restore)
+ns.add_collection(Collection("backup", backup_run, backup_list, backup_verify))
 ns.add_collection(Collection("profile", profile_list, profile_show, profile_create, profile_delete,
                              profile_set_default))
 ns.add_collection(Collection("config", config_list, config_show, config_get, config_set, config_unset))

@@ -1,0 +1,119 @@
+"""backup / backup.list / backup.verify / restore, driven the way ops staff do, on real data."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+
+import pytest
+
+from ops import engine, secrets, settings
+from ops.services import BACKUP
+
+from .conftest import stack_cli, unique_name
+
+pytestmark = pytest.mark.stack
+
+
+def _json(done) -> dict:
+    assert done.returncode == 0, done.stdout + done.stderr
+    return json.loads([line for line in done.stdout.splitlines() if line.startswith("{")][-1])
+
+
+def _backup(run, *extra: str) -> str:
+    done = run("backup", *extra)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return re.findall(r"(backup_\d{8}T\d{6}Z_[a-z0-9]+)", done.stderr)[-1]
+
+
+def _ids(stack) -> list[str]:
+    return re.findall(r"(backup_\d{8}T\d{6}Z_[a-z0-9]+)", stack.cli("backup.list").stdout)
+
+
+def test_restore_into_a_new_stack_gives_back_every_node_link_group_and_object():
+    name = unique_name("dr")
+
+    def run(*args):
+        return stack_cli(name, *args)
+
+    try:
+        assert run("up").returncode == 0
+        populated = run("run", "tests/scripts/populate.py", "--", "60")
+        assert populated.returncode == 0, populated.stdout + populated.stderr
+        before = _json(run("run", "tests/scripts/digest.py"))
+        assert before["objects"] >= 5 and before["groups"] == 2
+        backup_id = _backup(run)
+        # Disaster: data volumes and secrets gone; only the backups volume is left.
+        assert run("down", "--volumes", "--yes").returncode == 0
+        shutil.rmtree(secrets.secrets_dir(settings.load(name=name)))
+        assert run("up").returncode == 0
+        restored = run("restore", "--id", backup_id)
+        assert restored.returncode == 0, restored.stdout + restored.stderr
+        after = _json(run("run", "tests/scripts/digest.py"))
+        assert after == before
+        added = run("run", "tests/scripts/add.py", "--", "20", "22")
+        assert added.stdout.split()[-3:] == ["finished", "0", "42"], added.stdout + added.stderr
+    finally:
+        run("down", "--volumes", "--yes")
+        for volume in engine.client().volumes.list(filters={"name": f"{name}_"}):  # backups too
+            volume.remove(force=True)
+        shutil.rmtree(settings.load(name=name).state_dir, ignore_errors=True)
+
+
+def test_restore_refuses_a_corrupted_backup_and_touches_nothing(stack):
+    backup_id = _backup(stack.cli)
+    before = _json(stack.run_script("digest.py"))
+    backup = stack.compose.container(BACKUP)
+    toc = f"/backups/default/{backup_id}/database/toc.dat"
+    assert backup.exec_run(["sh", "-c", f"truncate -s 100 {toc}"]).exit_code == 0
+    refused = stack.cli("restore", "--id", backup_id, "--yes")
+    assert refused.returncode != 0
+    assert "failed verification" in refused.stderr and "toc.dat" in refused.stderr
+    assert _json(stack.run_script("digest.py")) == before
+    assert stack.cli("status").stdout.count("healthy") == 4
+    verify = stack.cli("backup.verify", "--id", backup_id)
+    assert verify.returncode != 0 and "FAILED" in verify.stdout
+
+
+def test_restore_over_data_needs_yes_and_takes_a_safety_backup(stack):
+    assert stack.run_script("store_node.py", "11").returncode == 0
+    backup_id = _backup(stack.cli)
+    refused = stack.cli("restore", "--id", backup_id)
+    assert refused.returncode == 2 and "--yes" in refused.stderr
+    count = len(_ids(stack))
+    restored = stack.cli("restore", "--id", backup_id, "--yes")
+    assert restored.returncode == 0, restored.stdout + restored.stderr
+    assert len(_ids(stack)) == count + 1  # the safety backup
+    safety = re.search(r"safety backup of the replaced data\s+│?\s*(backup_\S+)", restored.stdout)
+    assert safety, restored.stdout
+    assert stack.cli("status").stdout.count("healthy") == 4
+
+
+def test_backup_taken_while_the_daemon_runs_restores_consistently(stack):
+    submitted = stack.run_script("submit_adds.py", "15")
+    assert submitted.returncode == 0, submitted.stderr
+    backup_id = _backup(stack.cli)
+    restored = stack.cli("restore", "--id", backup_id, "--as", "snapshot")
+    assert restored.returncode == 0, restored.stdout + restored.stderr
+    assert "as in the manifest" in restored.stderr
+    digest = stack.cli("run", "tests/scripts/digest.py", "--profile", "snapshot")
+    assert digest.returncode == 0, digest.stderr
+
+
+def test_retention_keeps_the_newest_backups_and_they_verify(stack):
+    made = [_backup(stack.cli, "--keep", "2") for _ in range(4)]
+    listed = stack.cli("backup.list", "--profile", "default").stdout
+    assert re.findall(r"backup_\d{8}T\d{6}Z_[a-z0-9]+", listed) == made[:1:-1], listed
+    for backup_id in made[-2:]:
+        verified = stack.cli("backup.verify", "--id", backup_id)
+        assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+@pytest.mark.parametrize("args", [
+    ("restore", "--id", "../x"), ("restore", "--id", "backup_1/.."), ("backup.verify", "--id", "nope"),
+    ("backup", "--profile", "nosuch"), ("restore", "--profile", "a;drop"),
+])
+def test_bad_backup_ids_and_profiles_are_refused(stack, args):
+    done = stack.cli(*args)
+    assert done.returncode == 2, done.stdout + done.stderr
