@@ -1,11 +1,14 @@
 #!/bin/sh
-# Starts as root (compose secrets keep the host's root:0600), bootstraps roles and the profile
-# database from the secrets on every start, then execs postgres as the postgres user.
+# Starts as root (compose secrets keep the host's root:0600). On a new cluster it creates the
+# bootstrap profile's role and database ($AIIDA_PROFILE, through stack-profile-db, which holds
+# the profile SQL); on every start it re-applies the superuser password and, if that role still
+# exists, the profile's password from the secrets. Then it execs postgres as the postgres user.
 set -eu
 
 CONF=/etc/postgresql/aiida-stack/postgresql.conf
 PGDATA=${PGDATA:-/var/lib/postgresql/data}
 export PGDATA
+BOOTSTRAPPED="$PGDATA/aiida-stack.bootstrapped"
 
 die() { echo "postgres-entrypoint: $*" >&2; exit 1; }
 as_postgres() { setpriv --reuid=postgres --regid=postgres --init-groups "$@"; }
@@ -42,29 +45,31 @@ fi
 as_postgres pg_ctl -D "$PGDATA" -s -w -t 60 \
     -o "-c config_file=$CONF -c listen_addresses=''" start
 
-as_postgres psql -X -q -v ON_ERROR_STOP=1 -v role="$role" -d postgres <<'SQL'
+as_postgres psql -X -q -v ON_ERROR_STOP=1 -d postgres <<'SQL'
 \set VERBOSITY terse
 \set SHOW_CONTEXT never
 \getenv super_pw PG_SUPER_PW
-\getenv db_pw AIIDA_DB_PW
 SET log_min_error_statement = panic;
 ALTER ROLE postgres WITH PASSWORD :'super_pw';
-SELECT NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'role') AS create_role \gset
-\if :create_role
-CREATE ROLE :"role" LOGIN;
-\endif
-ALTER ROLE :"role" WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION PASSWORD :'db_pw';
-SELECT NOT EXISTS (SELECT FROM pg_database WHERE datname = :'role') AS create_db \gset
-\if :create_db
-CREATE DATABASE :"role" OWNER :"role" ENCODING 'UTF8' TEMPLATE template0
-    LC_COLLATE 'C.UTF-8' LC_CTYPE 'C.UTF-8';
-\endif
--- Profiles are isolated: only the owning role (and superusers) may connect.
-REVOKE CONNECT, TEMPORARY ON DATABASE :"role" FROM PUBLIC;
-GRANT CONNECT, TEMPORARY ON DATABASE :"role" TO :"role";
 SQL
+
+# The bootstrap profile's role and database are created once, when the cluster is new (a marker
+# in PGDATA records it, so an interrupted first start retries). Later starts only re-apply the
+# password, and only if the role still exists: a deleted bootstrap profile stays deleted.
+if [ ! -e "$BOOTSTRAPPED" ]; then
+    status=0
+    printf '%s\n' "$AIIDA_DB_PW" | stack-profile-db create "$profile" || status=$?
+    case $status in
+        0) ;;
+        3) printf '%s\n' "$AIIDA_DB_PW" | stack-profile-db password "$profile" ;;  # volume older than the marker
+        *) as_postgres pg_ctl -D "$PGDATA" -s -w -m fast stop; die "bootstrap of $role failed" ;;
+    esac
+    as_postgres touch "$BOOTSTRAPPED"
+else
+    printf '%s\n' "$AIIDA_DB_PW" | stack-profile-db password "$profile"
+fi
 
 as_postgres pg_ctl -D "$PGDATA" -s -w -m fast stop
 unset PG_SUPER_PW AIIDA_DB_PW
-echo "postgres-entrypoint: role and database $role ready; starting postgres"
+echo "postgres-entrypoint: roles ready; starting postgres"
 exec setpriv --reuid=postgres --regid=postgres --init-groups postgres -D "$PGDATA" -c "config_file=$CONF"

@@ -1,4 +1,5 @@
-"""The postgres image: UTF8 cluster, profile role and database bootstrapped from the secrets.
+"""The postgres image: UTF8 cluster, profile role and database bootstrapped from the secrets,
+`stack-profile-db` for the roles and databases of further profiles.
 
 Needs aiida-stack/postgres:dev built first (`docker compose build postgres`; POSTGRES_IMAGE
 overrides). Nothing is published: every check runs inside the container.
@@ -127,7 +128,7 @@ def test_restart_applies_a_changed_secret(tmp_path):
         wait_healthy(container, HEALTHCHECK)
         assert psql_tcp(container, ROLE, "rotated-Secret", "SELECT 1").exit_code == 0
         assert psql_tcp(container, ROLE, SECRETS["aiida_db_password"], "SELECT 1").exit_code != 0
-        # Bootstrapping again kept the database (idempotent).
+        # A restart keeps the database (created on the first start only).
         assert psql_local(container, f"SELECT count(*) FROM pg_database WHERE datname = '{ROLE}'") == "1"
 
 
@@ -138,3 +139,95 @@ def test_invalid_profile_name_fails_clearly(tmp_path):
         wrapped = container.get_wrapped_container()
         assert wrapped.wait(timeout=30)["StatusCode"] != 0
         assert "AIIDA_PROFILE='Bad-Name' is invalid" in wrapped.logs().decode()
+
+
+# ------------------------------------------------------------------ stack-profile-db (profiles)
+
+
+def profile_db(container: DockerContainer, *args: str, password: str | None = None):
+    """`stack-profile-db ARGS` as root (like `docker compose exec -T postgres`); password on stdin."""
+    command = ["stack-profile-db", *args]
+    if password is not None:  # printf is a shell builtin: the password is in no argv
+        command = ["sh", "-c", 'printf "%s\\n" "$PW" | stack-profile-db "$@"', "sh", *args]
+    result = container.get_wrapped_container().exec_run(
+        command, environment={"PW": password} if password is not None else None, demux=True
+    )
+    stdout, stderr = ((part or b"").decode() for part in result.output)
+    return result.exit_code, stdout.strip(), stderr.strip()
+
+
+def test_profile_db_create_makes_an_isolated_owner_only_database(postgres):
+    password = "second-Secret'3\"x"
+    code, out, err = profile_db(postgres, "create", "second", password=password)
+    assert code == 0, err
+    assert "aiida_second" in out
+    row = psql_local(
+        postgres,
+        "SELECT pg_encoding_to_char(encoding), datcollate, datctype, pg_get_userbyid(datdba) "
+        "FROM pg_database WHERE datname = 'aiida_second'",
+    )
+    assert row == "UTF8|C.UTF-8|C.UTF-8|aiida_second"
+    flags = psql_local(
+        postgres,
+        "SELECT rolsuper, rolcreatedb, rolcreaterole, rolreplication, rolcanlogin FROM pg_roles "
+        "WHERE rolname = 'aiida_second'",
+    )
+    assert flags == "f|f|f|f|t"
+    assert psql_tcp(postgres, "aiida_second", password, "SELECT current_user", "aiida_second").exit_code == 0
+    # One profile's credentials cannot open another profile's database.
+    denied = psql_tcp(postgres, "aiida_second", password, "SELECT 1", ROLE)
+    assert denied.exit_code != 0
+    assert "permission denied" in denied.output.decode()
+    stdout, stderr = postgres.get_logs()
+    assert password.encode() not in stdout + stderr
+
+
+def test_profile_db_exit_codes(postgres):
+    code, _, err = profile_db(postgres, "create", "Bad-Name", password="x")
+    assert code == 2 and "invalid profile name" in err and "\n" not in err
+    assert profile_db(postgres, "create", "nopw", password="")[0] == 2
+    assert profile_db(postgres, "exists", "nopw")[0] == 1  # an empty password created nothing
+    assert profile_db(postgres, "frobnicate", "x")[0] == 2
+    code, _, err = profile_db(postgres, "create", PROFILE, password="other")  # the bootstrap profile
+    assert code == 3 and f"{ROLE} already exists" in err
+    # ... and nothing changed: the bootstrap password still works.
+    assert psql_tcp(postgres, ROLE, SECRETS["aiida_db_password"], "SELECT 1").exit_code == 0
+
+
+def test_profile_db_drop_and_exists(postgres):
+    assert profile_db(postgres, "create", "doomed", password="doomed-pw")[0] == 0
+    assert profile_db(postgres, "exists", "doomed")[0] == 0
+    code, out, err = profile_db(postgres, "drop", "doomed")
+    assert code == 0, err
+    assert psql_local(postgres, "SELECT count(*) FROM pg_roles WHERE rolname = 'aiida_doomed'") == "0"
+    assert psql_local(postgres, "SELECT count(*) FROM pg_database WHERE datname = 'aiida_doomed'") == "0"
+    assert profile_db(postgres, "exists", "doomed")[0] == 1
+    code, out, _ = profile_db(postgres, "drop", "doomed")  # absent: still fine, and said so
+    assert code == 0 and "nothing to drop" in out
+
+
+def test_deleted_bootstrap_profile_is_not_resurrected_by_a_restart(tmp_path):
+    write_secrets(tmp_path, SECRETS)
+    with postgres_container(tmp_path) as container:
+        wait_healthy(container, HEALTHCHECK)
+        assert profile_db(container, "drop", PROFILE)[0] == 0
+        container.get_wrapped_container().restart(timeout=10)
+        wait_healthy(container, HEALTHCHECK)
+        assert profile_db(container, "exists", PROFILE)[0] == 1
+        # The superuser password is still re-applied on every start.
+        result = psql_tcp(container, "postgres", SECRETS["postgres_password"], "SELECT 1", database="postgres")
+        assert result.exit_code == 0, result.output.decode()
+
+
+def test_volume_from_before_the_bootstrap_marker_keeps_working(tmp_path):
+    """A data volume initialised by an older image (no marker): the existing role gets the secret."""
+    write_secrets(tmp_path, SECRETS)
+    with postgres_container(tmp_path) as container:
+        wait_healthy(container, HEALTHCHECK)
+        wrapped = container.get_wrapped_container()
+        assert wrapped.exec_run(["rm", "/var/lib/postgresql/data/aiida-stack.bootstrapped"]).exit_code == 0
+        write_secrets(tmp_path, {"aiida_db_password": "rotated-Secret"})
+        wrapped.restart(timeout=10)
+        wait_healthy(container, HEALTHCHECK)
+        assert psql_tcp(container, ROLE, "rotated-Secret", "SELECT 1").exit_code == 0
+        assert wrapped.exec_run(["test", "-e", "/var/lib/postgresql/data/aiida-stack.bootstrapped"]).exit_code == 0
