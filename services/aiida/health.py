@@ -1,11 +1,11 @@
 """Health check of the aiida service (run by /usr/local/bin/aiida-healthcheck as user aiida).
 
-Exit 0 only when, for profile $AIIDA_PROFILE (or the default profile):
+Exit 0 only when, for the DEFAULT profile of config.json (the one whose daemon the supervisor runs):
   storage ✔  the database is reachable and its schema matches this aiida-core,
   broker  ✔  RabbitMQ accepts a connection with the profile's credentials,
   daemon  ✔  circusd answers and runs at least one worker.
 `verdi status` is not enough: it exits 0 with the daemon stopped. One line per check is printed
-(docker inspect shows the output of the last checks).
+(docker inspect shows the output of the last checks); the first line names the profile.
 """
 
 from __future__ import annotations
@@ -22,13 +22,13 @@ def main() -> int:
     from aiida.manage import get_manager
     from aiida.manage.configuration import get_config, load_profile
 
-    name = os.environ.get("AIIDA_PROFILE") or None
     try:
         config = get_config()
-        profile = config.get_profile(name)
+        profile = config.get_profile(None)
     except Exception as exc:
-        print(f"✘ profile: {name or '(default)'} not configured: {exc}")
+        print(f"profile: (none)\n✘ profile: no default profile configured: {type(exc).__name__}")
         return 1
+    print(f"profile: {profile.name}")
     load_profile(profile.name, allow_switch=True)
     manager = get_manager()
     ok = True
@@ -71,7 +71,8 @@ def main() -> int:
 
 
 def record(path: str) -> int:
-    """Run the full check and publish its verdict atomically: first line ok/fail, then the report.
+    """Run the full check and publish its verdict atomically: first line ok/fail, then the report
+    (whose first line is `profile: <name>`: the cheap check compares it with the current default).
 
     The supervisor calls this every RECORD_INTERVAL s; the Docker healthcheck only reads it (cheap),
     because a full check imports aiida and costs about two CPU-seconds.

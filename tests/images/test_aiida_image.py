@@ -7,6 +7,7 @@ Full-stack behaviour (profile bootstrap, daemon supervision, health) is tested e
 
 from __future__ import annotations
 
+import json
 import re
 
 import docker
@@ -81,7 +82,7 @@ def test_labels_match_reality(image, container):
 
 @pytest.mark.parametrize(
     "tool",
-    ["ps", "rsync", "pg_dump", "pg_isready", "setpriv", "bash", "verdi", "aiida-healthcheck"],
+    ["ps", "rsync", "pg_dump", "pg_isready", "setpriv", "bash", "verdi", "aiida-healthcheck", "aiida-stack-profile"],
 )
 def test_tools_present(container, tool):
     ok(container, f"command -v {tool}", user="aiida")
@@ -134,3 +135,104 @@ def test_healthcheck_fails_without_a_stack(container):
 def test_no_build_secrets_in_image(image):
     env = dict(item.split("=", 1) for item in image.attrs["Config"].get("Env") or [])
     assert not any(key.startswith("PIP_") and key != "PIP_DISABLE_PIP_VERSION_CHECK" for key in env)
+
+
+# ------------------------------------------------------------- aiida-stack-profile (no stack needed)
+
+CLI_CONFIG = "/home/aiida/.aiida/config.json"
+
+
+def fake_profile(name: str, repository: str) -> dict:
+    """A config.json profile entry as `verdi profile setup core.psql_dos` writes it (no server behind it)."""
+    return {
+        "storage": {"backend": "core.psql_dos", "config": {
+            "database_engine": "postgresql_psycopg", "database_hostname": "postgres", "database_port": 5432,
+            "database_username": f"aiida_{name}", "database_password": "db-Secret", "database_name": f"aiida_{name}",
+            "repository_uri": f"file://{repository}"}},
+        "process_control": {"backend": "core.rabbitmq", "config": {
+            "broker_protocol": "amqp", "broker_username": "aiida", "broker_password": "mq-Secret",
+            "broker_host": "rabbitmq", "broker_port": 5672, "broker_virtual_host": ""}},
+        "test_profile": False, "PROFILE_UUID": f"{name:0<32}"[:32], "options": {},
+        "default_user_email": f"{name}@localhost",
+    }
+
+
+@pytest.fixture(scope="module")
+def cli(image):
+    """An idle container with a hand-written config.json: profiles alpha (default) and beta."""
+    with DockerContainer(IMAGE, entrypoint=["sleep", "infinity"]) as running:
+        config = {
+            "CONFIG_VERSION": {"CURRENT": 10, "OLDEST_COMPATIBLE": 10},
+            "profiles": {
+                "alpha": fake_profile("alpha", "/home/aiida/.aiida/repository/alpha"),
+                "beta": fake_profile("beta", "/tmp/elsewhere"),
+            },
+            "default_profile": "alpha",
+            "options": {},
+        }
+        ok(running, f"cat > {CLI_CONFIG} <<'EOF'\n{json.dumps(config)}\nEOF\nchmod 600 {CLI_CONFIG}", user="aiida")
+        yield running
+
+
+def profile_cli(container, args: str, stdin: str = "", user: str | None = "aiida"):
+    """(exit code, stdout, stderr) of aiida-stack-profile ARGS."""
+    command = f"printf '%s' {stdin!r} | aiida-stack-profile {args} 2>/tmp/err; echo \"rc=$?\"; cat /tmp/err >&2"
+    result = container.get_wrapped_container().exec_run(["bash", "-c", command], user=user or "", demux=True)
+    stdout, stderr = ((part or b"").decode() for part in result.output)
+    body, _, code = stdout.rstrip("\n").rpartition("rc=")
+    return int(code), body.strip(), stderr.strip()
+
+
+def test_profile_cli_info_is_one_json_line_without_passwords(cli):
+    code, out, err = profile_cli(cli, "info")
+    assert code == 0, err
+    assert len(out.splitlines()) == 1
+    listing = json.loads(out)
+    assert listing["default"] == "alpha"
+    assert [p["name"] for p in listing["profiles"]] == ["alpha", "beta"]
+    alpha = listing["profiles"][0]
+    assert alpha["is_default"] is True
+    assert alpha["database_name"] == "aiida_alpha"
+    assert alpha["repository_path"] == "/home/aiida/.aiida/repository/alpha"
+    assert alpha["broker_host"] == "rabbitmq"
+    assert alpha["user_email"] == "alpha@localhost"
+    assert alpha["nodes"] is None and alpha["error"]  # no PostgreSQL here
+    assert "Secret" not in out
+
+
+def test_profile_cli_info_as_root_and_without_any_config(image):
+    with DockerContainer(IMAGE, entrypoint=["sleep", "infinity"]) as bare:
+        code, out, err = profile_cli(bare, "info", user=None)  # root: drops to aiida
+        assert code == 0, err
+        assert json.loads(out) == {"default": None, "profiles": []}
+
+
+@pytest.mark.parametrize(
+    ("args", "stdin", "code", "message"),
+    [
+        ("create Bad-Name --email e --first-name f --last-name l --institution i", "pw\n", 2, "invalid profile name"),
+        ("create gamma --email e", "pw\n", 2, "required"),
+        ("create gamma --email e --first-name f --last-name l --institution i", "", 2, "no database password"),
+        ("create alpha --email e --first-name f --last-name l --institution i", "pw\n", 3, "already exists"),
+        ("delete nope", "", 3, "no profile 'nope'"),
+        ("delete alpha", "", 4, "set another default first"),
+        ("delete beta", "", 1, "not inside /home/aiida/.aiida/repository"),
+        ("frobnicate", "", 2, "invalid choice"),
+    ],
+)
+def test_profile_cli_refusals_change_nothing(cli, args, stdin, code, message):
+    before = ok(cli, f"sha256sum {CLI_CONFIG}")
+    got, _, err = profile_cli(cli, args, stdin)
+    assert got == code, err
+    assert message in err
+    assert len(err.splitlines()) == 1, err
+    assert ok(cli, f"sha256sum {CLI_CONFIG}") == before
+
+
+def test_profile_cli_delete_keeps_an_outside_repository_with_skip(cli):
+    ok(cli, "mkdir -p /tmp/elsewhere && touch /tmp/elsewhere/keep", user="aiida")
+    code, out, err = profile_cli(cli, "delete beta --skip-repository")
+    assert code == 0, err
+    assert "repository kept" in out
+    assert [p["name"] for p in json.loads(profile_cli(cli, "info")[1])["profiles"]] == ["alpha"]
+    ok(cli, "test -f /tmp/elsewhere/keep")

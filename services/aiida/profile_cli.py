@@ -1,0 +1,279 @@
+"""aiida-stack-profile: the aiida side of the stack's profiles (run as user aiida; root drops to it).
+
+  aiida-stack-profile create NAME --email E --first-name F --last-name L --institution I [--set-default]
+      DB password on stdin (first line); the role/database aiida_NAME must exist (stack-profile-db).
+      `verdi profile setup core.psql_dos` (broker settings copied from an existing profile), the
+      `localhost` computer, daemon.default_workers = AIIDA_DAEMON_WORKERS, optionally the default.
+      Fails without leaving a half-created profile (the database is the caller's to drop).
+  aiida-stack-profile delete NAME [--skip-repository]
+      Stop its daemon, remove it from config.json (its database is NOT touched: drop it with
+      stack-profile-db), delete its repository folder (only inside $AIIDA_PATH/.aiida/repository/).
+  aiida-stack-profile info
+      One JSON line: {"default": name, "profiles": [{...,"nodes": count or null (+ "error")}]}.
+
+Exit codes: 0 ok, 1 failure (nothing changed), 2 usage, 3 create: profile exists / delete: unknown
+profile, 4 delete: NAME is the default and other profiles exist. Errors: one line on stderr.
+Progress goes to stdout; passwords are never printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import sys
+import warnings
+
+import common
+import daemon
+import profiles
+from common import BROKER_FILE, CONFIG_DIR, DAEMON_DIR, PROFILE_RE, REPOSITORY_ROOT, hold_file, log, read_config, verdi
+
+ME = "aiida-stack-profile"
+
+
+class CliError(Exception):
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2
+        raise CliError(2, f"{message} (see {ME} --help)")
+
+
+def valid_name(name: str) -> str:
+    if not PROFILE_RE.fullmatch(name):
+        raise CliError(2, f"invalid profile name {name!r}: use ^[a-z][a-z0-9_]{{0,40}}$")
+    return name
+
+
+def echo(line: str) -> None:
+    print(f"  verdi: {line}", flush=True)
+
+
+# ------------------------------------------------------------------------------------------ create
+
+
+def broker_source(config: dict) -> dict:
+    """Broker settings of an existing core.rabbitmq profile (the default first): all share one RabbitMQ.
+
+    Without any, those the supervisor recorded (BROKER_FILE)."""
+    entries = config.get("profiles", {})
+    order = sorted(entries, key=lambda n: n != config.get("default_profile"))
+    for name in order:
+        control = entries[name].get("process_control") or {}
+        settings = control.get("config") or {}
+        if control.get("backend") == "core.rabbitmq" and settings.get("broker_host") and settings.get(
+                "broker_password"):
+            return {key: settings[key] for key in profiles.BROKER_KEYS if key in settings}
+    try:  # no profile left: the settings the supervisor recorded at its start
+        return json.loads(BROKER_FILE.read_text())
+    except (OSError, ValueError):
+        raise CliError(1, f"no profile on core.rabbitmq to copy the broker settings from, and no {BROKER_FILE}"
+                       ) from None
+
+
+def read_password() -> str:
+    line = sys.stdin.readline().rstrip("\r\n")
+    if not line:
+        raise CliError(2, "no database password on stdin (first line)")
+    return line
+
+
+def create(args) -> None:
+    name = valid_name(args.name)
+    password = read_password()
+    config = read_config()
+    if name in config.get("profiles", {}):
+        raise CliError(3, f"profile {name!r} already exists; nothing changed")
+    broker = broker_source(config)
+    common.add_secret(password)
+    common.add_secret(str(broker.get("broker_password", "")))
+    repository = REPOSITORY_ROOT / name
+    if repository.exists() and any(repository.iterdir()):
+        raise CliError(1, f"repository folder {repository} already exists (left by a deleted profile?): "
+                          "remove it or choose another name; nothing changed")
+    user = {"email": args.email, "first_name": args.first_name, "last_name": args.last_name,
+            "institution": args.institution}
+    set_default = args.set_default or not common.default_profile(config)  # the first one becomes default
+    log(f"setting up profile {name!r} (database aiida_{name}, repository {repository})")
+    try:
+        profiles.setup_profile(name, password, broker, user, set_default=False, echo=echo)
+        workers = workers_setting()
+        config_obj = profiles.load_config()
+        profile = config_obj.get_profile(name)
+        profile.set_option("daemon.default_workers", workers)
+        config_obj.update_profile(profile).store()
+        profiles.ensure_localhost_computer(name, echo=echo, strict=True)
+        if set_default:
+            verdi("profile", "set-default", name, echo=echo)
+    except (Exception, KeyboardInterrupt) as exc:
+        undo_create(name, repository)
+        reason = str(exc) if isinstance(exc, Exception) else "interrupted"
+        raise CliError(1, f"setting up profile {name!r} failed, undone (database kept): {reason}") from None
+    log(f"profile {name!r} created ({workers} daemon worker(s)){', the default' if set_default else ''}")
+
+
+def workers_setting() -> int:
+    try:
+        return max(1, int(os.environ.get("AIIDA_DAEMON_WORKERS", "1")))
+    except ValueError:
+        return 1
+
+
+def undo_create(name: str, repository) -> None:
+    with contextlib.suppress(Exception):
+        if name in common.profile_names():
+            profiles.remove_profile_entry(name)
+    with contextlib.suppress(Exception):
+        profiles.computer_marker(name).unlink(missing_ok=True)
+    with contextlib.suppress(Exception):
+        shutil.rmtree(repository)  # it did not exist (or was empty) before: ours
+
+
+# ------------------------------------------------------------------------------------------ delete
+
+
+def delete(args) -> None:
+    name = valid_name(args.name)
+    config = read_config()
+    entries = config.get("profiles", {})
+    if name not in entries:
+        known = ", ".join(entries) or "none"
+        raise CliError(3, f"no profile {name!r} (profiles: {known})")
+    if config.get("default_profile") == name and len(entries) > 1:
+        raise CliError(4, f"{name!r} is the default profile: set another default first "
+                          f"(verdi profile set-default OTHER); nothing changed")
+    repository = None
+    if not args.skip_repository:
+        try:
+            repository = profiles.deletable_repository(entries[name])
+        except ValueError as exc:
+            raise CliError(1, f"refusing to delete the repository of {name!r}: {exc} "
+                              "(--skip-repository keeps it); nothing changed") from None
+    hold = hold_file(name)
+    hold.parent.mkdir(parents=True, exist_ok=True)
+    hold.touch()  # the supervisor leaves this profile's daemon alone meanwhile
+    try:
+        daemon.stop(name)
+        if daemon.circusd_pid(name) is not None:
+            raise CliError(1, f"could not stop the daemon of {name!r}; nothing changed")
+        profiles.remove_profile_entry(name)
+        log(f"profile {name!r} removed from config.json (its database is kept: drop it with stack-profile-db)")
+        for path in [*DAEMON_DIR.glob(f"circus-{name}.*"), *DAEMON_DIR.glob(f"aiida-{name}*"),
+                     *(DAEMON_DIR / "log").glob(f"*-{name}.log")]:
+            path.unlink(missing_ok=True)
+        shutil.rmtree(CONFIG_DIR / "access" / name, ignore_errors=True)
+        if repository is not None and repository.exists():
+            shutil.rmtree(repository)
+            log(f"repository {repository} deleted")
+        elif repository is None:
+            log("repository kept (--skip-repository)")
+    finally:
+        hold.unlink(missing_ok=True)
+
+
+# -------------------------------------------------------------------------------------------- info
+
+
+def count_nodes(profile) -> int:
+    from sqlalchemy import text
+
+    if profile.storage_backend == "core.psql_dos":  # direct import: the entry-point scan costs seconds
+        from aiida.storage.psql_dos.backend import PsqlDosBackend as storage_cls
+    else:
+        storage_cls = profile.storage_cls
+    storage = storage_cls(profile)  # validates the schema version; writes nothing
+    try:
+        return int(storage.get_session().execute(text("SELECT count(*) FROM db_dbnode")).scalar())
+    finally:
+        storage.close()
+
+
+def info(_args) -> None:
+    warnings.filterwarnings("ignore")
+    listing: dict = {"default": None, "profiles": []}
+    if common.CONFIG_FILE.exists():
+        with contextlib.redirect_stdout(sys.stderr):  # stdout carries the JSON line only
+            config = profiles.load_config()
+            listing["default"] = config.default_profile_name
+            for profile in config.profiles:
+                listing["profiles"].append(describe(profile, config.default_profile_name))
+    print(json.dumps(listing), flush=True)
+
+
+def describe(profile, default: str | None) -> dict:
+    storage = profile.storage_config
+    broker = profile.process_control_config or {}
+    repository = profiles.repository_path_of(profile.dictionary)
+    entry = {
+        "name": profile.name,
+        "storage_backend": profile.storage_backend,
+        "database_name": storage.get("database_name"),
+        "database_hostname": storage.get("database_hostname"),
+        "database_port": storage.get("database_port"),
+        "database_username": storage.get("database_username"),
+        "repository_path": str(repository) if repository else None,
+        "broker_host": broker.get("broker_host"),
+        "broker_port": broker.get("broker_port"),
+        "broker_username": broker.get("broker_username"),
+        "user_email": profile.default_user_email,
+        "is_default": profile.name == default,
+        "nodes": None,
+    }
+    try:
+        entry["nodes"] = count_nodes(profile)
+    except Exception as exc:
+        entry["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
+    return entry
+
+
+# -------------------------------------------------------------------------------------------- main
+
+
+def parser() -> Parser:
+    top = Parser(prog=ME, description="Create, delete and list the stack's AiiDA profiles.")
+    sub = top.add_subparsers(dest="command", required=True, parser_class=Parser)
+    new = sub.add_parser("create", help="set up a profile (DB password on stdin)")
+    new.add_argument("name")
+    for option in ("email", "first-name", "last-name", "institution"):
+        new.add_argument(f"--{option}", required=True)
+    new.add_argument("--set-default", action="store_true")
+    new.set_defaults(run=create)
+    gone = sub.add_parser("delete", help="remove a profile (not its database)")
+    gone.add_argument("name")
+    gone.add_argument("--skip-repository", action="store_true")
+    gone.set_defaults(run=delete)
+    sub.add_parser("info", help="one JSON line describing every profile").set_defaults(run=info)
+    return top
+
+
+def interrupted(signum, _frame):
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str]) -> int:
+    common.LOG_PREFIX[0] = ME
+    signal.signal(signal.SIGTERM, interrupted)
+    try:
+        args = parser().parse_args(argv)
+        args.run(args)
+    except CliError as exc:
+        print(f"{ME}: {common.redact(str(exc))}", file=sys.stderr, flush=True)
+        return exc.code
+    except KeyboardInterrupt:
+        print(f"{ME}: interrupted", file=sys.stderr)
+        return 1
+    except Exception as exc:
+        print(f"{ME}: {type(exc).__name__}: {common.redact(str(exc))}".splitlines()[0], file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
