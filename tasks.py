@@ -140,12 +140,11 @@ def profile_list(c):
     console.out.print(lifecycle.profiles_table(profiles.info(_stack())))
 
 
-@task(name="show", help={"name": "profile (default: the default profile)"})
+@task(name="show")
 @reported
-def profile_show(c, name=""):
+def profile_show(c, name):
     """Show a profile: storage backend, database, repository, broker, user (passwords redacted)."""
-    stack = _stack()
-    console.out.print(lifecycle.profile_details(profiles.get(stack, name or profiles.info(stack)["default"])))
+    console.out.print(lifecycle.profile_details(profiles.get(_stack(), name)))
 
 
 @task(name="create", help={"name": "profile name: lowercase letters, digits, _ (names role/database aiida_NAME)",

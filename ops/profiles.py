@@ -13,6 +13,8 @@ import secrets as token
 import sys
 from pathlib import Path
 
+from tenacity import Retrying, retry_if_result, stop_after_delay, wait_fixed
+
 from ops import console, secrets, wait
 from ops.compose import Stack
 from ops.errors import StackError
@@ -89,7 +91,22 @@ def set_default_profile(stack: Stack, name: str) -> None:
     if done.returncode != 0:
         raise StackError(f"verdi profile set-default {name} failed: {done.stderr.strip()}")
     console.step(f"default profile: {name}; waiting for the daemon to serve it")
+    serving(stack, name)
     wait.until_healthy(stack, [AIIDA], SWITCH_TIMEOUT)
+
+
+def serving(stack: Stack, name: str) -> None:
+    """Wait until the aiida service's own check passes for profile `name` (Docker's status lags behind)."""
+
+    def switched() -> bool:
+        done = stack.run("exec", "-T", AIIDA, "aiida-healthcheck", capture=True, check=False)
+        return done.returncode == 0 and done.stdout.splitlines()[:1] == [f"profile: {name}"]
+
+    waiting = Retrying(stop=stop_after_delay(SWITCH_TIMEOUT), wait=wait_fixed(1),
+                       retry=retry_if_result(lambda ok: not ok), retry_error_callback=lambda _: False)
+    if not waiting(switched):
+        raise StackError(f"the daemon did not move to profile {name} within {SWITCH_TIMEOUT} s; "
+                         "see ./stack logs --service aiida")
 
 
 def delete(stack: Stack, name: str, skip_db: bool, skip_repository: bool, yes: bool, new_default: str) -> None:
