@@ -8,16 +8,18 @@ A restore reads: verify → stop daemon → safety backup → load → check →
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import secrets as token
 import shutil
 import time
 from collections.abc import Iterator
 
+from docker.errors import DockerException
 from rich.table import Table
 from tenacity import Retrying, retry_if_result, stop_after_delay, wait_fixed
 
-from ops import console, daemon, engine, lifecycle, profiles, secrets
+from ops import console, daemon, engine, profiles, secrets
 from ops.compose import Stack
 from ops.errors import StackError
 from ops.services import BACKUP, POSTGRES
@@ -99,12 +101,18 @@ def scratch_postgres(stack: Stack) -> Iterator[tuple[str, str]]:
     folder.mkdir(mode=0o700, parents=True)
     secrets.write_private(folder / "postgres_password", password)
     secrets.write_private(folder / "aiida_db_password", token.token_urlsafe(24))
-    container = docker.containers.run(
-        lifecycle.images(stack)[POSTGRES], detach=True, name=name, network=f"{stack.settings.name}_backend",
-        environment={"POSTGRES_PASSWORD_FILE": "/run/secrets/postgres_password",
-                     "AIIDA_DB_PASSWORD_FILE": "/run/secrets/aiida_db_password", "AIIDA_PROFILE": "scratch"},
-        volumes={str(folder): {"bind": "/run/secrets", "mode": "ro"}},
-        labels={"aiida-stack.scratch": stack.settings.name})
+    # The image the stack's PostgreSQL runs (not the current sources' tag): same server, same version.
+    image = stack.container(POSTGRES).attrs["Config"]["Image"]
+    try:
+        container = docker.containers.run(
+            image, detach=True, name=name, network=f"{stack.settings.name}_backend",
+            environment={"POSTGRES_PASSWORD_FILE": "/run/secrets/postgres_password",
+                         "AIIDA_DB_PASSWORD_FILE": "/run/secrets/aiida_db_password", "AIIDA_PROFILE": "scratch"},
+            volumes={str(folder): {"bind": "/run/secrets", "mode": "ro"}},
+            labels={"aiida-stack.scratch": stack.settings.name})
+    except DockerException as exc:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise StackError(f"cannot start a throwaway PostgreSQL from {image}: {exc}") from None
     try:
         ready = Retrying(stop=stop_after_delay(90), wait=wait_fixed(0.5), retry=retry_if_result(lambda ok: not ok),
                          retry_error_callback=lambda _: False)
@@ -221,6 +229,17 @@ def _check(stack: Stack, target: str, chosen: dict, loaded: dict) -> None:
         raise StackError(f"restored {target} does not match the backup: {nodes} nodes (backup: {chosen['node_count']}),"
                          f" {loaded['objects']} objects (backup: {chosen['repository_object_count']})")
     console.step(f"check: {nodes} nodes and {loaded['objects']} repository objects, as in the manifest")
+
+
+def describe(latest: dict | None) -> str:
+    """'3 h ago, 1.2 GB, verified' for a status table."""
+    if not latest:
+        return "[yellow]none[/]"
+    finished = dt.datetime.fromisoformat(latest["finished_at"].replace("Z", "+00:00"))
+    hours = (dt.datetime.now(dt.timezone.utc) - finished).total_seconds() / 3600
+    age = f"{hours * 60:.0f} min" if hours < 1 else f"{hours:.1f} h" if hours < 48 else f"{hours / 24:.0f} d"
+    verified = {True: "verified", False: "[red]verification FAILED[/]", None: "not verified"}[latest["verified"]]
+    return f"{age} ago, {_size(latest['bytes_total'])}, {verified}"
 
 
 def _size(n: int | None) -> str:

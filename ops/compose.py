@@ -65,6 +65,11 @@ class Stack:
             "AIIDA_USER_FIRST_NAME": s.user_first_name,
             "AIIDA_USER_LAST_NAME": s.user_last_name,
             "AIIDA_USER_INSTITUTION": s.user_institution,
+            "BACKUP_SCHEDULE": s.backup_schedule,
+            "BACKUP_KEEP_LAST": str(s.backup_keep_last),
+            "BACKUP_KEEP_DAILY": str(s.backup_keep_daily),
+            "BACKUP_KEEP_WEEKLY": str(s.backup_keep_weekly),
+            "BACKUP_KEEP_MONTHLY": str(s.backup_keep_monthly),
         }
         path = self.state / "compose.env"
         path.write_text("".join(f"{key}={_quote(value)}\n" for key, value in values.items()))
@@ -102,6 +107,11 @@ class Stack:
             raise StackError(f"`docker compose {' '.join(args)}` failed (exit {done.returncode}){detail}",
                              code=done.returncode)
         return done
+
+    def images(self) -> dict[str, str]:
+        """service → image reference, as Compose resolves them from the settings."""
+        config = json.loads(self.run("config", "--format", "json", capture=True).stdout)
+        return {name: svc["image"] for name, svc in config["services"].items()}
 
     def ps(self) -> list[dict]:
         """Every container of the project (running or not), as Compose reports them."""

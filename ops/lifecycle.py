@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import contextlib
 import sys
 import time
 
@@ -10,11 +10,11 @@ from docker.errors import ImageNotFound, NotFound
 from rich.console import Group
 from rich.table import Table
 
-from ops import console, engine, profiles, secrets, wait
+from ops import backups, console, engine, profiles, secrets, wait
 from ops.compose import Stack
 from ops.errors import StackError
 from ops.runner import aiida_info
-from ops.services import AIIDA, BACKUP_VOLUMES, DATA_VOLUMES, SERVICES
+from ops.services import AIIDA, BACKUP, BACKUP_VOLUMES, DATA_VOLUMES, SERVICES
 from ops.settings import Settings
 
 
@@ -30,16 +30,10 @@ def prepare(settings: Settings) -> Stack:
     return Stack(settings)
 
 
-def images(stack: Stack) -> dict[str, str]:
-    """service → image reference, as Compose resolves them from the settings."""
-    config = stack.run("config", "--format", "json", capture=True).stdout
-    return {name: svc["image"] for name, svc in json.loads(config)["services"].items()}
-
-
 def build(stack: Stack, only_missing: bool = False) -> list[str]:
     docker = engine.client()
     wanted = []
-    for service, image in images(stack).items():
+    for service, image in stack.images().items():
         try:
             if only_missing:
                 docker.images.get(image)
@@ -116,15 +110,26 @@ def status(settings: Settings) -> Group:
             continue
         colour = {"healthy": "green", "unhealthy": "red", "starting": "yellow"}.get(st["health"], "white")
         table.add_row(service, st["state"], f"[{colour}]{st['health']}[/]", detail.get(service, ""))
-    return Group(table, profiles_table(listing)) if listing else Group(table)
+    if not listing:
+        return Group(table)
+    latest = {}
+    if states.get(BACKUP, {}).get("state") == "running":
+        with contextlib.suppress(StackError):
+            for b in backups.engine_call(stack, "list")["backups"]:
+                latest.setdefault(b["profile"], b)
+    return Group(table, profiles_table(listing, latest))
 
 
-def profiles_table(listing: dict) -> Table:
-    table = Table("profile", "default", "nodes", "database", "repository", title="profiles", title_justify="left")
+def profiles_table(listing: dict, latest: dict | None = None) -> Table:
+    columns = ["profile", "default", "nodes", "database", "repository"]
+    table = Table(*columns, *(["last backup"] if latest is not None else []), title="profiles", title_justify="left")
     for p in listing["profiles"]:
         nodes = str(p["nodes"]) if p.get("nodes") is not None else f"[red]{p.get('error', '?')}[/]"
-        table.add_row(p["name"], "✔" if p["is_default"] else "", nodes,
-                      f"{p['database_name']}@{p['database_hostname']}", p["repository_path"])
+        row = [p["name"], "✔" if p["is_default"] else "", nodes, f"{p['database_name']}@{p['database_hostname']}",
+               p["repository_path"]]
+        if latest is not None:
+            row.append(backups.describe(latest.get(p["name"])))
+        table.add_row(*row)
     return table
 
 

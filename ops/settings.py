@@ -27,6 +27,8 @@ ENV_PREFIX = "AIIDA_STACK_"
 SETTINGS_FILE_ENV = "AIIDA_STACK_SETTINGS"
 NAME_RE = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 PROFILE_RE = r"^[a-z][a-z0-9_]{0,40}$"
+# "off", an interval ("30m", "6h", "1d") or a five-field cron expression (UTC)
+SCHEDULE_RE = r"^(off|\d+[smhd]|\S+ \S+ \S+ \S+ \S+)$"
 
 Port = Annotated[int, Field(ge=0, le=65535)]
 
@@ -57,6 +59,11 @@ class Settings(BaseSettings):
     base_image: str = "debian:bookworm-slim"
     image_prefix: str = Field(default="aiida-stack", pattern=r"^[a-z0-9][a-z0-9._/-]*$")
     up_timeout: int = Field(default=600, ge=10)
+    backup_schedule: str = Field(default="24h", pattern=SCHEDULE_RE)
+    backup_keep_last: int = Field(default=7, ge=1)
+    backup_keep_daily: int = Field(default=7, ge=0)
+    backup_keep_weekly: int = Field(default=4, ge=0)
+    backup_keep_monthly: int = Field(default=6, ge=0)
 
     @field_validator("aiida_core_version")
     @classmethod

@@ -17,10 +17,12 @@ import pytest
 # Ryuk (testcontainers' reaper) is an image pulled from a registry, which these machines lack;
 # every fixture here removes what it starts.
 os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
+# Test stacks make their backups on demand; the scheduler is tested with its own sidecar.
+os.environ.setdefault("AIIDA_STACK_BACKUP_SCHEDULE", "off")
 
 from testcontainers.compose import DockerCompose
 
-from ops import engine, lifecycle, secrets, settings
+from ops import engine, secrets, settings
 from ops.compose import Stack
 from ops.settings import ROOT
 
@@ -34,7 +36,7 @@ def unique_name(prefix: str = "t") -> str:
 @functools.cache
 def image_refs() -> dict[str, str]:
     """service → image reference for the current sources and settings (as ./stack builds them)."""
-    return lifecycle.images(Stack(settings.load()))
+    return Stack(settings.load()).images()
 
 
 def image_ref(service: str) -> str:

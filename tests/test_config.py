@@ -29,7 +29,7 @@ def test_set_get_unset_with_profile_over_global_over_default(stack):
     assert _get(stack, option) == "5000"
     assert stack.cli("config.set", option, "300").returncode == 0  # the default profile
     assert _get(stack, option) == "300"
-    listed = stack.cli("config.list", "db.")
+    listed = stack.cli("config.list", "--prefix", "db.")
     assert "db.batch_size" in listed.stdout and "profile" in listed.stdout
     assert stack.cli("config.unset", option).returncode == 0
     assert _get(stack, option) == "5000"
