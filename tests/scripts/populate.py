@@ -19,7 +19,7 @@ def multiply(x, y):
 @workfunction
 def square_and_double(x):
     squared = multiply(x, x)
-    return {"result": multiply(squared, orm.Int(2))}
+    return multiply(squared, orm.Int(2))
 
 
 values = [orm.Int(7).store(), orm.Float(2.5).store(), orm.Str("aiida-stack").store(), orm.Bool(True).store(),
@@ -37,4 +37,4 @@ orm.Group(label="empty-group").store()
 values[0].base.comments.add("a comment on seven")
 values[0].base.extras.set("tag", "extra value")
 values[2].logger.report("a log entry about the string")
-print(len(values) + len(files) + 1, result["result"].value)
+print(len(values) + len(files) + 1, result.value)
