@@ -24,7 +24,7 @@ def _json(done) -> dict:
 def _backup(run, *extra: str) -> str:
     done = run("backup", *extra)
     assert done.returncode == 0, done.stdout + done.stderr
-    return re.findall(r"(backup_\d{8}T\d{6}Z_[a-z0-9]+)", done.stderr)[-1]
+    return re.findall(r"(backup_\d{8}T\d{6}Z_[a-z0-9]+)", done.stderr)[0]  # then come pruned ids, if any
 
 
 def _ids(stack) -> list[str]:

@@ -1,38 +1,303 @@
-"""The backup sidecar's long-running process.
+"""The backup sidecar's long-running process: `sidecar.py serve`.
 
-For now it only serves: it keeps a heartbeat the healthcheck reads and exits cleanly on SIGTERM.
-The scheduler, backup, verify and restore commands belong here (see the backup issue).
+It keeps a heartbeat (/tmp/sidecar.alive) for the healthcheck and runs the schedule
+(stackbackup.schedule: BACKUP_SCHEDULE, BACKUP_KEEP_*, AIIDA_CORE_VERSION, validated at start; a bad
+value is logged naming the variable and the process exits 2). At each due time, for every profile
+of /aiida-home/config.json (core.psql_dos; others are skipped): `stack-backup backup` (waits for the
+lock if a backup or prune is running) → `stack-backup verify` of the new backup (checksums and
+repository, no scratch server) → `stack-backup prune` with the tiers. The engine runs as a child
+process, so a crash of one run cannot take the scheduler down; SIGTERM is forwarded to it (the
+engine removes its in-progress folder; published backups are untouched) and serve exits.
+
+The outcome goes to /backups/.schedule.json (atomic), the healthcheck's precomputed inputs to
+/tmp/schedule-deadline and /tmp/schedule-failed, one log line per run step to stdout.
 """
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
+import json
+import os
 import signal
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from stackbackup.aiida_config import load_config  # noqa: E402
+from stackbackup.common import Fail, iso  # noqa: E402
+from stackbackup.layout import published  # noqa: E402
+from stackbackup.retention import backup_time, parse_time  # noqa: E402
+from stackbackup.schedule import (  # noqa: E402
+    DEADLINE_FILE,
+    FAILED_FILE,
+    ConfigError,
+    Settings,
+    deadline,
+    next_due,
+    read_state,
+    write_health_files,
+    write_state,
+)
+
 HEARTBEAT = Path("/tmp/sidecar.alive")
-INTERVAL = 30
+INTERVAL = 30  # heartbeat and re-reading the backups for the next due time
+LOCK_WAIT = 7 * 86400  # a scheduled run waits for a running backup or prune, however long
+EXIT_CONFIG = 2
+
+
+def log(message: str) -> None:
+    print(f"backup sidecar: {message}", flush=True)
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+class Server:
+    def __init__(self, settings: Settings, started: dt.datetime) -> None:
+        self.settings = settings
+        self.schedule = settings.schedule
+        self.started = started
+        self.stopping = False
+        self.child: subprocess.Popen | None = None
+        self.last_beat = 0.0
+        state = read_state() or {}
+        state.pop("config_error", None)
+        state.pop("running", None)
+        self.state = state
+        self.last_success = parse_time(state.get("last_success"))
+
+    # --------------------------------------------------------------------------------------------
+    # signals, heartbeat
+
+    def stop(self, signum: int, _frame: object) -> None:
+        if not self.stopping:
+            log(f"received {signal.Signals(signum).name}: stopping")
+        self.stopping = True
+        if self.child is not None and self.child.poll() is None:
+            self.child.send_signal(signal.SIGTERM)
+
+    def beat(self, force: bool = False) -> None:
+        if force or time.monotonic() - self.last_beat >= INTERVAL:
+            HEARTBEAT.touch()
+            self.last_beat = time.monotonic()
+
+    # --------------------------------------------------------------------------------------------
+    # profiles, due time, state
+
+    def profiles(self) -> tuple[list[str], dict[str, str]]:
+        """(profiles to back up, {skipped profile: why}) from config.json."""
+        config = load_config()
+        chosen, skipped = [], {}
+        for name, entry in sorted((config.get("profiles") or {}).items()):
+            backend = ((entry or {}).get("storage") or {}).get("backend")
+            if backend == "core.psql_dos":
+                chosen.append(name)
+            else:
+                skipped[name] = f"storage {backend!r} is not backed up (only core.psql_dos)"
+        return chosen, skipped
+
+    def newest_backups(self) -> dict[str, dt.datetime | None]:
+        try:
+            names, _ = self.profiles()
+        except Fail:
+            return {}
+        newest = {}
+        for name in names:
+            rows = published(name)
+            times = [t for t in (backup_time(ident, m) for ident, m in rows) if t is not None]
+            newest[name] = max(times) if times else None
+        return newest
+
+    def refresh(self) -> dt.datetime | None:
+        """Recompute next_due and the deadline; write the state (and the health files) if they changed."""
+        failed_start = parse_time(self.state.get("last_run_started")) \
+            if self.state.get("last_result") == "failed" else None
+        newest = self.newest_backups() if self.schedule.kind == "interval" else {}
+        due = next_due(self.schedule, now(), self.started, newest, failed_start)
+        limit = deadline(self.schedule, self.started, self.last_success)
+        update = {
+            "schedule": self.schedule.text, "schedule_kind": self.schedule.kind,
+            "period_seconds": round(self.schedule.period(now())) if self.schedule.on else None,
+            "retention": self.settings.retention(), "sidecar_started": iso(self.started),
+            "next_due": iso(due) if due else None, "deadline": iso(limit) if limit else None,
+        }
+        for key in ("last_run_started", "last_run_finished", "last_result", "error", "profiles", "last_success"):
+            update.setdefault(key, self.state.get(key))
+        if update != {k: self.state.get(k) for k in update}:
+            self.state.update(update)
+            self.save()
+        return due
+
+    def save(self) -> None:
+        write_state(self.state)
+        write_health_files(self.state)
+
+    # --------------------------------------------------------------------------------------------
+    # one run
+
+    def engine(self, *args: str) -> tuple[int, dict, str]:
+        """`stack-backup ARGS` as a child: (exit code, its JSON result, the tail of its stderr)."""
+        env = {**os.environ, "PYTHONPATH": str(HERE)}
+        with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+            self.child = subprocess.Popen([sys.executable, "-P", "-m", "stackbackup", *args], stdout=out,
+                                          stderr=err, stdin=subprocess.DEVNULL, env=env)
+            try:
+                if self.stopping:
+                    self.child.send_signal(signal.SIGTERM)
+                while self.child.poll() is None:
+                    self.beat()
+                    time.sleep(0.5)
+                code = self.child.returncode
+            finally:
+                self.child = None
+            out.seek(0)
+            err.seek(0)
+            lines = [line for line in out.read().splitlines() if line.startswith("{")]
+            tail = " | ".join(err.read().strip().splitlines()[-3:])
+        try:
+            result = json.loads(lines[-1]) if lines else {}
+        except ValueError:
+            result = {}
+        if not result:
+            result = {"ok": False, "error": f"no result (exit {code}): {tail or 'no message'}"}
+        return code, result, tail
+
+    def run_once(self) -> None:
+        started = now()
+        log(f"run: started (schedule {self.schedule.text})")
+        self.state.update(last_run_started=iso(started), running=True)
+        self.save()
+        results: dict[str, dict] = {}
+        errors: list[str] = []
+        try:
+            names, skipped = self.profiles()
+        except Fail as exc:
+            names, skipped = [], {}
+            errors.append(f"config.json: {exc}")
+        for name, why in skipped.items():
+            log(f"run: skip {name}: {why}")
+            results[name] = {"id": None, "ok": True, "skipped": why}
+        if not names and not errors:
+            errors.append("no core.psql_dos profile in config.json")
+        version = ["--aiida-version", self.settings.aiida_version] if self.settings.aiida_version else []
+        keep = [f"--keep-{tier}={getattr(self.settings, f'keep_{tier}')}"
+                for tier in ("last", "daily", "weekly", "monthly")]
+        for name in names:
+            if self.stopping:
+                break
+            entry: dict = {"id": None, "ok": False}
+            results[name] = entry
+            # backup (waits for a running backup or prune)
+            code, out, _ = self.engine("backup", "--profile", name, "--wait", str(LOCK_WAIT), *version)
+            if self.stopping:
+                break
+            if code != 0 or not out.get("ok"):
+                entry["error"] = f"backup: {out.get('error')}"
+                errors.append(f"{name}: {entry['error']}")
+                log(f"run: backup {name}: FAILED: {out.get('error')}")
+                continue
+            entry["id"] = out["id"]
+            manifest = out.get("manifest") or {}
+            log(f"run: backup {name}: {out['id']} ({manifest.get('node_count')} nodes, "
+                f"{manifest.get('bytes_total')} bytes, {manifest.get('bytes_new')} new, "
+                f"{manifest.get('duration_seconds')} s)")
+            # verify: checksums and repository, no scratch server
+            code, out, _ = self.engine("verify", "--profile", name, entry["id"])
+            if self.stopping:
+                break
+            entry["verified"] = code == 0 and out.get("ok") is True
+            if not entry["verified"]:
+                bad = [f"{c['name']}: {c['detail']}" for c in out.get("checks") or [] if not c.get("ok")]
+                entry["error"] = f"verify: {'; '.join(bad) or out.get('error')}"
+                errors.append(f"{name}: {entry['error']}")
+                log(f"run: verify {name} {entry['id']}: FAILED: {entry['error']}")
+            else:
+                log(f"run: verify {name} {entry['id']}: ok ({len(out.get('checks') or [])} checks)")
+            # prune by the tiers
+            code, out, _ = self.engine("prune", "--profile", name, *keep, "--wait", str(LOCK_WAIT))
+            if self.stopping:
+                break
+            if code != 0 or not out.get("ok"):
+                entry["error"] = "; ".join(filter(None, [entry.get("error"), f"prune: {out.get('error')}"]))
+                errors.append(f"{name}: prune: {out.get('error')}")
+                log(f"run: prune {name}: FAILED: {out.get('error')}")
+            else:
+                entry["pruned"] = out.get("pruned") or []
+                log(f"run: prune {name}: removed {len(entry['pruned'])}, kept {len(out.get('kept') or [])}"
+                    + (f" ({', '.join(entry['pruned'])})" if entry["pruned"] else ""))
+            entry["ok"] = entry["verified"] and "error" not in entry
+        finished = now()
+        if self.stopping:
+            # an interrupted run: the engine removed its in-progress folder; the previous result stands
+            self.state.update(running=False, interrupted_at=iso(finished))
+            self.save()
+            log("run: interrupted; published backups are untouched, the run starts again after a restart")
+            return
+        ok = not errors and all(entry["ok"] for entry in results.values())
+        if ok:
+            self.last_success = finished
+        self.state.update(last_run_finished=iso(finished), last_result="ok" if ok else "failed",
+                          error="; ".join(errors) or None, profiles=results, running=False,
+                          last_success=iso(self.last_success) if self.last_success else None)
+        self.state.pop("interrupted_at", None)
+        self.save()
+        due = self.refresh()
+        log(f"run: {'ok' if ok else 'FAILED'} in {(finished - started).total_seconds():.1f} s"
+            + ("" if ok else f": {self.state['error']}") + f"; next due {iso(due) if due else 'never'}")
+
+    # --------------------------------------------------------------------------------------------
+
+    def serve(self) -> int:
+        signal.signal(signal.SIGTERM, self.stop)
+        signal.signal(signal.SIGINT, self.stop)
+        self.beat(force=True)
+        due = self.refresh()
+        s = self.settings
+        if self.schedule.on:
+            log(f"serving: schedule {self.schedule.text!r} ({self.schedule.kind}, UTC), keep last {s.keep_last}, "
+                f"daily {s.keep_daily}, weekly {s.keep_weekly}, monthly {s.keep_monthly}; next due {iso(due)}")
+        else:
+            log("serving: schedule off (backups only on demand)")
+        last_refresh = time.monotonic()
+        while not self.stopping:
+            self.beat()
+            if due is not None and now() >= due:
+                self.run_once()
+                due = self.refresh()
+                last_refresh = time.monotonic()
+                continue
+            if self.schedule.kind == "interval" and time.monotonic() - last_refresh >= INTERVAL:
+                due = self.refresh()  # a manual backup moves the next run
+                last_refresh = time.monotonic()
+            time.sleep(1)
+        log("stopped")
+        return 0
 
 
 def serve() -> int:
-    stopping = False
-
-    def stop(*_: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    print("backup sidecar: serving (no schedule configured)", flush=True)
-    while not stopping:
-        HEARTBEAT.touch()
-        for _ in range(INTERVAL):
-            if stopping:
-                break
-            time.sleep(1)
-    print("backup sidecar: stopped", flush=True)
-    return 0
+    started = now()
+    for path in (DEADLINE_FILE, FAILED_FILE):  # /tmp survives a container restart: start clean
+        path.unlink(missing_ok=True)
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        message = f"invalid setting {exc}"
+        log(f"error: {message}")
+        HEARTBEAT.unlink(missing_ok=True)
+        FAILED_FILE.write_text(message + "\n")
+        state = read_state() or {}
+        state.update(config_error=str(exc), sidecar_started=iso(started))
+        with contextlib.suppress(OSError):
+            write_state(state)
+        return EXIT_CONFIG
+    return Server(settings, started).serve()
 
 
 if __name__ == "__main__":

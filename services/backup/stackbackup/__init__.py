@@ -1,4 +1,4 @@
-"""stack-backup: the backup engine of the aiida-stack sidecar (backup, list, verify, restore primitives).
+"""stack-backup: the backup engine of the aiida-stack sidecar (backup, list, verify, prune, restore primitives).
 
 Runs inside the backup image as the backup user (uid 1000). Every command prints ONE JSON line on
 stdout as its result; progress goes to stderr. Exit codes: 0 ok, 1 failure, 2 bad input (unknown
@@ -7,6 +7,7 @@ profile / backup id, refused target), 3 lock busy.
 Layout of /backups (the backups volume, 0700):
 
     /backups/.lock                       flock: one backup (or prune) at a time
+    /backups/.schedule.json              the sidecar's schedule: last run, its result per profile, next due
     /backups/<profile>/.live-<rand>/     a backup in progress (never listed; removed if stale)
     /backups/<profile>/backup_<UTC ts>_<rand>/
         database/                        pg_dump --format=directory (pg_restore -j loads it in parallel)
@@ -32,7 +33,11 @@ Modules:
     database      PostgreSQL: connections, the dump, `restore-database`
     repository    disk-objectstore: consistent container copy, object hashes, `restore-repository`
     backup        `backup`: the runbook from lock to publish
-    prune         removing old backups (never `latest` or one being read)
+    retention     tiered retention arithmetic (keep last/daily/weekly/monthly), pure
+    prune         removing old backups: `backup --keep N`, and `prune` by tiers (never `latest`, the
+                  newest verified backup, or one being read)
+    schedule      the sidecar's schedule: BACKUP_* settings, due times, .schedule.json, the health
+                  rule, `schedule-status` (the loop itself: services/backup/sidecar.py serve)
     verify        `verify`: checksums, repository, optionally a real restore on a scratch server
     cli           argparse, the one JSON result line, exit codes: main()
 

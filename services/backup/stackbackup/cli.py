@@ -16,7 +16,9 @@ from stackbackup.backup import cmd_backup
 from stackbackup.common import EXIT_FAIL, EXIT_INPUT, EXIT_OK, Fail, say
 from stackbackup.database import cmd_restore_database
 from stackbackup.layout import AIIDA_HOME, cmd_list
+from stackbackup.prune import cmd_prune
 from stackbackup.repository import cmd_restore_repository
+from stackbackup.schedule import DEFAULTS, cmd_schedule_status
 from stackbackup.verify import cmd_verify
 
 log = logging.getLogger("stack-backup")
@@ -59,6 +61,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("id", help="backup id or 'latest'")
     p.add_argument("--target-path", required=True, help=f"repository folder, inside {AIIDA_HOME}/repository/")
     p.add_argument("--replace", action="store_true", help="replace a non-empty target (old one kept until success)")
+
+    p = sub.add_parser("prune", help="tiered retention: keep the newest N, and the newest of each recent "
+                                     "day/ISO week/month (never latest, the newest verified, one being read)")
+    p.add_argument("--profile", required=True)
+    for tier, env in (("last", "BACKUP_KEEP_LAST"), ("daily", "BACKUP_KEEP_DAILY"),
+                      ("weekly", "BACKUP_KEEP_WEEKLY"), ("monthly", "BACKUP_KEEP_MONTHLY")):
+        p.add_argument(f"--keep-{tier}", type=int, default=int(DEFAULTS[env]),
+                       help=f"default {DEFAULTS[env]} (the sidecar passes ${env})")
+    p.add_argument("--wait", type=float, default=0, help="seconds to wait for a running backup (default: refuse)")
+    p.add_argument("--dry-run", action="store_true", help="only report what would be removed")
+
+    sub.add_parser("schedule-status", help="the sidecar's schedule state (/backups/.schedule.json) and health")
     return top
 
 
@@ -87,6 +101,10 @@ def main(argv: list[str] | None = None) -> int:
             result = cmd_list(args)
         elif command == "verify":
             result, code = cmd_verify(args)
+        elif command == "prune":
+            result = cmd_prune(args)
+        elif command == "schedule-status":
+            result = cmd_schedule_status(args)
         elif command == "restore-database":
             result = cmd_restore_database(args)
         else:
