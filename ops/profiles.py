@@ -105,7 +105,7 @@ def serving(stack: Stack, name: str) -> None:
     waiting = Retrying(stop=stop_after_delay(SWITCH_TIMEOUT), wait=wait_fixed(1),
                        retry=retry_if_result(lambda ok: not ok), retry_error_callback=lambda _: False)
     if not waiting(switched):
-        raise StackError(f"the daemon did not move to profile {name} within {SWITCH_TIMEOUT} s; "
+        raise StackError(f"the daemon is not serving profile {name} after {SWITCH_TIMEOUT} s; "
                          "see ./stack logs --service aiida")
 
 
