@@ -194,7 +194,7 @@ def test_health_rule():
 
 
 def test_cron_due_times_and_period():
-    pytest.importorskip("croniter")
+    import croniter  # noqa: F401  (a missing dependency must fail, not skip)
     nightly = schedule.parse_schedule("0 3 * * *")
     assert nightly.kind == "cron"
     now = at("2025-01-01T12:00")
