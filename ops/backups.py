@@ -20,7 +20,7 @@ from rich.table import Table
 from tenacity import Retrying, retry_if_result, stop_after_delay, wait_fixed
 
 from ops import console, daemon, engine, profiles, secrets
-from ops.compose import Stack
+from ops.compose import Stack, last_json
 from ops.errors import StackError
 from ops.services import BACKUP, POSTGRES
 
@@ -29,8 +29,7 @@ BACKUP_WAIT = 600  # seconds a backup waits for a running one to finish
 
 
 def _result(done, what: str) -> dict:
-    lines = [line for line in (done.stdout or "").splitlines() if line.startswith("{")]
-    result = json.loads(lines[-1]) if lines else {}
+    result = last_json(done.stdout) or {}
     if done.returncode != 0:
         reason = result.get("error") or (done.stderr or "").strip()[-1500:] or f"exit {done.returncode}"
         raise StackError(f"{what}: {reason}", code=2 if done.returncode == 2 else 1)
@@ -129,8 +128,7 @@ def verify(stack: Stack, profile: str, ident: str) -> dict:
     with scratch_postgres(stack) as (host, password):
         done = stack.run("exec", "-T", BACKUP, ENGINE, "verify", "--profile", profile, ident,
                          "--scratch-host", host, capture=True, check=False, input=password + "\n")
-    lines = [line for line in (done.stdout or "").splitlines() if line.startswith("{")]
-    result = json.loads(lines[-1]) if lines else {}
+    result = last_json(done.stdout) or {}
     if "checks" not in result:
         _result(done, f"{ENGINE} verify")  # raises with the engine's reason
     return result

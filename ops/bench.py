@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import time
 
 from rich.table import Table
 
 from ops import console, lifecycle
-from ops.compose import Stack
+from ops.compose import Stack, json_result
 from ops.errors import StackError
 from ops.runner import SCRIPTS, run_script
 from ops.settings import Settings
@@ -30,10 +29,7 @@ def engine_benchmark(settings: Settings, n: int, workers: int, time_up: bool) ->
         table.add_row("warm ./stack up → healthy", f"{warm_up(settings):.1f} s (target ≤ 20 s)")
     console.note(f"submitting {n} core.arithmetic.add calculations to {workers} daemon workers")
     code, out = run_script(Stack(settings), SCRIPTS / "bench_arithmetic.py", [str(n), str(workers)], capture=True)
-    lines = [line for line in out.splitlines() if line.startswith("{")]
-    if code != 0 or not lines:
-        raise StackError(f"benchmark failed (exit {code}):\n{out[-2000:]}")
-    result = json.loads(lines[-1])
+    result = json_result(code, out, "the engine benchmark")
     table.add_row("processes / workers", f"{result['processes']} / {result['workers']}")
     table.add_row("finished ok", f"{result['finished_ok']} of {result['processes']}")
     table.add_row("submission", f"{result['submit_seconds']} s")

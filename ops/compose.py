@@ -140,6 +140,20 @@ class Stack:
         return self.run("exec", "-T", POSTGRES, *argv, capture=True, check=False, input=input)
 
 
+def last_json(text: str | None) -> dict | None:
+    """The last line of `text` that is a JSON object: how services' commands report their result."""
+    lines = [line for line in (text or "").splitlines() if line.startswith("{")]
+    return json.loads(lines[-1]) if lines else None
+
+
+def json_result(code: int, out: str | None, what: str, err: str | None = None) -> dict:
+    """The JSON result of a service command; StackError naming `what` if it failed or printed none."""
+    result = last_json(out)
+    if code != 0 or result is None:
+        raise StackError(f"{what} failed (exit {code}): {(err or out or '').strip()[-800:]}")
+    return result
+
+
 def _quote(value: str) -> str:
     if "'" not in value:
         return f"'{value}'"

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
-
 from ops import console, daemon
-from ops.compose import Stack
+from ops.compose import Stack, json_result
 from ops.errors import StackError
 from ops.runner import SCRIPTS, run_script
 
@@ -20,10 +18,7 @@ def check(stack: Stack, option: str, value: str | None = None) -> dict:
     """AiiDA's verdict on an option (and value): unknown options and bad values raise StackError."""
     args = [option] if value is None else [option, value]
     code, out = run_script(stack, SCRIPTS / "check_option.py", args, capture=True)
-    lines = [line for line in out.splitlines() if line.startswith("{")]
-    if code != 0 or not lines:
-        raise StackError(f"could not validate {option} in the aiida service (exit {code}): {out[-500:]}")
-    verdict = json.loads(lines[-1])
+    verdict = json_result(code, out, f"validating {option} in the aiida service")
     if not verdict["ok"]:
         raise StackError(f"{verdict['error']}; config.json unchanged", code=2)
     return verdict

@@ -7,7 +7,6 @@ refuses what would lose data without confirmation.
 
 from __future__ import annotations
 
-import json
 import re
 import secrets as token
 import sys
@@ -16,7 +15,7 @@ from pathlib import Path
 from tenacity import Retrying, retry_if_result, stop_after_delay, wait_fixed
 
 from ops import console, secrets, wait
-from ops.compose import Stack
+from ops.compose import Stack, json_result
 from ops.errors import StackError
 from ops.services import AIIDA
 from ops.settings import PROFILE_RE
@@ -37,10 +36,7 @@ def validate_name(name: str) -> str:
 def info(stack: Stack) -> dict:
     """{"default": name, "profiles": [...]} from the aiida service; passwords are never included."""
     done = stack.exec_aiida([PROFILE_CLI, "info"], capture=True)
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    if done.returncode != 0 or not lines:
-        raise StackError(f"could not list the profiles (exit {done.returncode}): {done.stderr.strip()[-500:]}")
-    return json.loads(lines[-1])
+    return json_result(done.returncode, done.stdout, "listing the profiles", done.stderr)
 
 
 def get(stack: Stack, name: str) -> dict:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import io
-import json
 import tarfile
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
-from ops.compose import Stack
+from ops.compose import Stack, json_result
 from ops.errors import StackError
 from ops.services import AIIDA
 
@@ -55,7 +54,4 @@ def run_script(stack: Stack, script: Path, args: Sequence[str] = (), profile: st
 def aiida_info(stack: Stack, profile: str | None = None) -> dict:
     """The installation's state (version, profiles, daemon, active processes) from inside."""
     code, out = run_script(stack, SCRIPTS / "stack_info.py", profile=profile, capture=True)
-    lines = [line for line in (out or "").splitlines() if line.startswith("{")]
-    if code != 0 or not lines:
-        raise StackError(f"could not read the aiida service's state (exit {code}): {out[-500:]}")
-    return json.loads(lines[-1])
+    return json_result(code, out, "reading the aiida service's state")
