@@ -104,15 +104,30 @@ def run(c, script, profile=""):
     raise Exit(code=code)
 
 
-@task(help={"n": "number of core.arithmetic.add calculations", "workers": "daemon workers during the run",
+@task(name="engine", default=True,
+      help={"n": "number of core.arithmetic.add calculations", "workers": "daemon workers during the run",
             "time-up": "first stop the stack (volumes kept) and time a warm `up` until healthy"})
 @reported
-def bench(c, n=100, workers=2, time_up=False):
+def bench_engine(c, n=100, workers=2, time_up=False):
     """Engine benchmark (AiiDA docs): N ArithmeticAdd calculations through the daemon, seconds/process.
 
     Submits N core.arithmetic.add calculations to the daemon with W workers, waits for all, prints seconds
     per process and how many finished ok, then deletes what it created. --time-up also times a warm `up`."""
     bench_ops.engine_benchmark(settings.load(), n=n, workers=workers, time_up=time_up)
+
+
+@task(name="backup", help={"nodes": "nodes to generate (data nodes and the calcfunctions they feed)",
+                           "megabytes": "megabytes of files (random bytes) spread over the file nodes",
+                           "files": "how many nodes carry a file (default: a tenth of the nodes)",
+                           "keep": "keep the generated profiles and their backups afterwards"})
+@reported
+def bench_backup(c, nodes=20000, megabytes=1024, files=0, keep=False):
+    """Backup benchmark: full backup, unchanged incremental, restore, against pg_dump + cp -a.
+
+    Generates a profile of NODES nodes and MEGABYTES of files, backs it up twice (full, then unchanged),
+    restores the latest into a new profile, and times plain pg_dump + cp -a of the same data before and
+    after. Prints the figures with the targets; removes what it made unless --keep."""
+    bench_ops.backup_benchmark(settings.load(), nodes=nodes, megabytes=megabytes, files=files, keep=keep)
 
 
 @task(help={"k": "only tests matching this pytest -k expression"})
@@ -306,7 +321,8 @@ def restore(c, id="latest", profile="", as_="", yes=False):
     console.out.print(backups.restore(_stack(), id, profile, as_, yes))
 
 
-ns = Collection(up, down, status, logs, build, verdi, run, bench, test, restore)
+ns = Collection(up, down, status, logs, build, verdi, run, test, restore)
+ns.add_collection(Collection("bench", bench_engine, bench_backup))
 ns.add_collection(Collection("backup", backup_run, backup_list, backup_verify))
 ns.add_collection(Collection("profile", profile_list, profile_show, profile_create, profile_delete,
                              profile_set_default))

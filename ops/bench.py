@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import secrets as token
 import time
 
 from rich.table import Table
 
-from ops import console, lifecycle
+from ops import backups, console, lifecycle, profiles
 from ops.compose import Stack, json_result
 from ops.errors import StackError
 from ops.runner import SCRIPTS, run_script
+from ops.services import AIIDA_HOME_IN_AIIDA, AIIDA_HOME_IN_BACKUP, BACKUP, BACKUP_USER
 from ops.settings import Settings
 
 
@@ -39,3 +41,109 @@ def engine_benchmark(settings: Settings, n: int, workers: int, time_up: bool) ->
     console.out.print(table)
     if result["finished_ok"] != n:
         raise StackError(f"only {result['finished_ok']} of {n} calculations finished ok")
+
+
+# ------------------------------------------------------------------------------------ bench.backup
+
+BASELINE = """set -eu
+out=/backups/.bench-baseline-$$
+trap 'rm -rf "$out"' EXIT
+mkdir -m 0700 "$out"
+t0=$(date +%s%N)
+pg_dump --file="$out/database.sql" "$1"
+t1=$(date +%s%N)
+cp -a "$2" "$out/container"
+t2=$(date +%s%N)
+printf '{"pg_dump": %s, "cp": %s, "bytes": %s}\\n' "$(( (t1 - t0) / 1000000 ))" "$(( (t2 - t1) / 1000000 ))" \
+    "$(du -sb "$out" | cut -f1)"
+"""
+
+
+def baseline(stack: Stack, profile: dict) -> dict:
+    """Plain `pg_dump` (SQL, as the AiiDA how-to) + `cp -a` of the repository, timed inside the sidecar."""
+    container = profile["repository_path"].replace(AIIDA_HOME_IN_AIIDA, AIIDA_HOME_IN_BACKUP, 1) + "/container"
+    done = stack.run("exec", "-T", "-u", BACKUP_USER, BACKUP, "sh", "-c", BASELINE, "baseline",
+                     profile["database_name"], container, capture=True, check=False)
+    result = json_result(done.returncode, done.stdout, "the pg_dump + cp -a baseline", done.stderr)
+    return {"seconds": (result["pg_dump"] + result["cp"]) / 1000, "pg_dump": result["pg_dump"] / 1000,
+            "cp": result["cp"] / 1000, "bytes": result["bytes"]}
+
+
+def timed(fn, *args, **kwargs) -> tuple[float, object]:
+    start = time.monotonic()
+    value = fn(*args, **kwargs)
+    return time.monotonic() - start, value
+
+
+def backup_benchmark(settings: Settings, nodes: int, megabytes: int, files: int, keep: bool) -> None:
+    """Generate a profile, then time full backup, unchanged incremental, restore, and the baseline."""
+    if nodes < 10 or megabytes < 1:
+        raise StackError("--nodes must be at least 10 and --megabytes at least 1", code=2)
+    stack = Stack(settings)
+    name = f"bench_{token.token_hex(3)}"
+    restored = f"{name}_restored"
+    s = settings
+    console.note(f"creating profile {name}")
+    profiles.create(stack, name, s.user_email, s.user_first_name, s.user_last_name, s.user_institution,
+                    set_default=False)
+    try:
+        console.note(f"generating {nodes} nodes and {megabytes} MB of files (random bytes) in {name}")
+        code, out = run_script(stack, SCRIPTS / "bench_populate.py",
+                               [str(nodes), str(megabytes * 1024 * 1024), *([str(files)] if files else [])],
+                               profile=name, capture=True)
+        made = json_result(code, out, "generating the benchmark profile")
+        console.step(f"{made['nodes_created']} nodes, {made['links_created']} links, {made['files']} files "
+                     f"({made['bytes_written'] / 2**20:.0f} MB) in {made['seconds']} s")
+        profile = profiles.get(stack, name)
+
+        console.note("baseline: pg_dump + cp -a of the repository")
+        base = [baseline(stack, profile)]
+        console.step(f"baseline {base[0]['seconds']:.1f} s")
+        full_wall, full = timed(backups.backup, stack, [name], keep=None)
+        incr_wall, incr = timed(backups.backup, stack, [name], keep=None)
+        console.note(f"restore {name}/latest as {restored}")
+        restore_wall, _ = timed(backups.restore, stack, "latest", name, restored, False)
+        console.note("baseline again (the machine's state after the runs)")
+        base.append(baseline(stack, profile))
+    finally:
+        if not keep:
+            _cleanup(stack, [name, restored])
+    console.out.print(_backup_table(nodes, megabytes, base, full[0]["manifest"], full_wall, incr[0]["manifest"],
+                                    incr_wall, restore_wall))
+
+
+def _cleanup(stack: Stack, names: list[str]) -> None:
+    existing = {p["name"] for p in profiles.info(stack)["profiles"]}
+    for name in names:
+        if name in existing:
+            profiles.delete(stack, name, skip_db=False, skip_repository=False, yes=True, new_default="")
+        stack.run("exec", "-T", "-u", BACKUP_USER, BACKUP, "rm", "-rf", f"/backups/{name}", capture=True, check=False)
+    console.step(f"removed {', '.join(names)} and their backups (--keep keeps them)")
+
+
+def _backup_table(nodes: int, megabytes: int, base: list[dict], full: dict, full_wall: float, incr: dict,
+                  incr_wall: float, restore_wall: float) -> Table:
+    baseline_s = sum(b["seconds"] for b in base) / len(base)
+    table = Table("figure", "value", "target", title=f"backup benchmark: {nodes} nodes, {megabytes} MB of files",
+                  title_justify="left")
+    table.add_row("pg_dump + cp -a (baseline)", " / ".join(f"{b['seconds']:.1f} s (pg_dump {b['pg_dump']:.1f} + "
+                                                            f"cp {b['cp']:.1f})" for b in base), "")
+    table.add_row("full backup", f"{full['duration_seconds']:.1f} s ({full_wall:.1f} s wall), "
+                  f"{_mb(full['bytes_total'])} written", "")
+    table.add_row("  ÷ baseline", _verdict(full["duration_seconds"] / baseline_s, 1.3), "≤ 1.3")
+    table.add_row("unchanged incremental", f"{incr['duration_seconds']:.1f} s ({incr_wall:.1f} s wall), "
+                  f"{_mb(incr['bytes_new'])} new of {_mb(incr['bytes_total'])}", "")
+    table.add_row("  time ÷ full", _verdict(incr["duration_seconds"] / full["duration_seconds"], 0.10), "≤ 10 %")
+    table.add_row("  new bytes ÷ full", _verdict(incr["bytes_new"] / full["bytes_total"], 0.01), "≤ 1 %")
+    table.add_row("restore (verify, new profile, load, check)", f"{restore_wall:.1f} s wall", "")
+    table.add_row("  ÷ full backup (wall)", _verdict(restore_wall / full_wall, 1.5), "≤ 1.5")
+    return table
+
+
+def _verdict(ratio: float, target: float) -> str:
+    shown = f"{ratio * 100:.2f} %" if target < 1 else f"{ratio:.2f}"
+    return f"[green]{shown}[/]" if ratio <= target else f"[red]{shown}[/]"
+
+
+def _mb(n: int) -> str:
+    return f"{n / 2**20:.1f} MB"

@@ -14,3 +14,6 @@ BACKUP_VOLUMES = ("backups",)
 SECRETS = ("postgres_password", "aiida_db_password", "rabbitmq_password")
 
 AIIDA_USER = "aiida"
+BACKUP_USER = "stack-backup"
+AIIDA_HOME_IN_AIIDA = "/home/aiida/.aiida"  # the aiida-home volume: here in the aiida service...
+AIIDA_HOME_IN_BACKUP = "/aiida-home"  # ...and here (read-only) in the backup sidecar
