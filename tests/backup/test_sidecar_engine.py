@@ -117,6 +117,12 @@ def test_second_backup_without_changes_is_hard_linked(stack, profile, state):
     assert manifest["previous"] == state["first"]["id"]
     assert manifest["repository_digest"] == state["first"]["manifest"]["repository_digest"]
     assert manifest["bytes_new"] < 0.01 * manifest["bytes_total"], manifest
+    # unchanged tables' dump files and the hash list are the previous backup's files (hard links);
+    # only the table of contents (it names the snapshot) and the manifest are new
+    first, second = f"/backups/{profile}/{state['first']['id']}", f"/backups/{profile}/{result['id']}"
+    shared = in_backup(stack, f"for f in $(cd {second} && ls database/*.dat.gz repository-hashes.txt); do "
+                              f"[ {first}/$f -ef {second}/$f ] && echo \"same $f\" || echo \"new $f\"; done").stdout
+    assert "same repository-hashes.txt" in shared and "new " not in shared, shared
     state["second"] = result
 
 

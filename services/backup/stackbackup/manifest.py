@@ -29,6 +29,29 @@ def database_file_checksums(dump: Path) -> dict[str, str]:
     return {str(p.relative_to(dump)): sha256_file(p) for p in files_under(dump)}
 
 
+def link_unchanged(live: Path, previous: Path | None, checksums: dict[str, str]) -> None:
+    """Replace each file of `live` (path relative to it → sha256) that is byte-identical to the previous
+    backup's by a hard link to it. pg_dump's per-table files do not change when the table did not
+    (gzip without timestamps), so an unchanged database costs only its table of contents. Published
+    files are never written in place, so sharing them is safe (as rsync --link-dest does for objects)."""
+    if previous is None:
+        return
+    try:
+        manifest = read_manifest(previous)
+    except Fail:
+        return
+    before = {f"database/{name}": digest for name, digest in (manifest.get("database_files") or {}).items()}
+    before[manifest.get("repository_hashes_file") or "repository-hashes.txt"] = manifest.get("repository_digest")
+    for name, digest in checksums.items():
+        old, new = previous / name, live / name
+        if before.get(name) != digest or old.is_symlink() or not old.is_file():
+            continue
+        if os.stat(old).st_size == os.stat(new).st_size:
+            tmp = new.with_name(f".{new.name}.link")
+            os.link(old, tmp)
+            os.replace(tmp, new)
+
+
 def usage(folder: Path, previous: Path | None) -> tuple[int, int]:
     """(bytes_total, bytes_new): new = files whose inode is not shared with the previous backup."""
     old: set[tuple[int, int]] = set()

@@ -34,14 +34,15 @@ if BackupManager is not None:
 
         Upstream's call_rsync prints rsync's progress on stdout (ours is the JSON result) and drops
         rsync's error message; this one keeps stdout clean and puts rsync's reason in the error.
-        Flags: -a (times, modes: unchanged files match the previous backup and are hard-linked)
-        and --link-dest as upstream; no -z (local copy).
+        Flags: -a (times: unchanged files match the previous backup and are hard-linked) and
+        --link-dest as upstream; no -z (local copy); --chmod: a backup holds folders 0700 and files
+        0600 whatever the source's modes (restore gives the usual 0755/0644 back).
         """
 
         def call_rsync(self, src: Path, dest: Path, link_dest: Path | None = None,  # type: ignore[override]
                        src_trailing_slash: bool = False, dest_trailing_slash: bool = False,
                        extra_args: list | None = None) -> None:
-            argv = [self.rsync_exe, "-a", *(extra_args or [])]
+            argv = [self.rsync_exe, "-a", "--chmod=D0700,F0600", *(extra_args or [])]
             if link_dest is not None and Path(link_dest).is_dir():
                 argv.append(f"--link-dest={Path(link_dest).resolve()}")
             argv += [str(src) + ("/" if src_trailing_slash else ""), str(dest) + ("/" if dest_trailing_slash else "")]
@@ -69,7 +70,7 @@ def snapshot_pack_index(source: Path, target: Path) -> None:
             dst.close()
         finally:
             src.close()
-        os.chmod(target, os.stat(source).st_mode & 0o777)
+        os.chmod(target, 0o600)
         return
     except sqlite3.OperationalError as exc:
         say(f"packs.idx: online backup through a read-only connection refused ({exc}); copying the idle file")
@@ -89,7 +90,7 @@ def snapshot_pack_index(source: Path, target: Path) -> None:
                 finally:
                     check.close()
                 if result == "ok":
-                    os.chmod(target, before.st_mode & 0o777)
+                    os.chmod(target, 0o600)
                     return
                 raise Fail(f"the copy of {source} is not a sound SQLite database: {result}")
         time.sleep(0.2 * (attempt + 1))
@@ -215,8 +216,8 @@ def cmd_restore_repository(args: argparse.Namespace) -> dict:
         os.chmod(staging, (target.stat().st_mode & 0o7777) if target.is_dir() else 0o755)
         try:
             with step("copy repository"):
-                run(["rsync", "-a", f"{folder / 'repository' / 'container'}/", f"{staging / 'container'}/"],
-                    what="rsync")
+                run(["rsync", "-a", "--chmod=D0755,F0644", f"{folder / 'repository' / 'container'}/",
+                     f"{staging / 'container'}/"], what="rsync")
             with step("check"), Container(staging / "container") as container:
                 hashes = container_hashes(container)
                 digest = hashlib.sha256(hashes_text(hashes).encode()).hexdigest()
