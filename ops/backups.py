@@ -14,15 +14,16 @@ import secrets as token
 import shutil
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 from docker.errors import DockerException
 from rich.table import Table
 from tenacity import Retrying, retry_if_result, stop_after_delay, wait_fixed
 
 from ops import console, daemon, engine, profiles, secrets
-from ops.compose import Stack, last_json
+from ops.compose import Stack, json_result, last_json
 from ops.errors import StackError
-from ops.services import BACKUP, POSTGRES
+from ops.services import AIIDA_HOME_IN_AIIDA, BACKUP, POSTGRES
 
 ENGINE = "stack-backup"
 BACKUP_WAIT = 600  # seconds a backup waits for a running one to finish
@@ -123,11 +124,15 @@ def scratch_postgres(stack: Stack) -> Iterator[tuple[str, str]]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def verify(stack: Stack, profile: str, ident: str) -> dict:
-    """Checksums, repository objects, and a real restore of the dump into a throwaway PostgreSQL."""
-    with scratch_postgres(stack) as (host, password):
-        done = stack.run("exec", "-T", BACKUP, ENGINE, "verify", "--profile", profile, ident,
-                         "--scratch-host", host, capture=True, check=False, input=password + "\n")
+def verify(stack: Stack, profile: str, ident: str, scratch: bool = True) -> dict:
+    """Checksums, repository objects (and content); with `scratch` also a real restore of the dump into a
+    throwaway PostgreSQL, its node count and the objects it references."""
+    argv = ["exec", "-T", BACKUP, ENGINE, "verify", "--profile", profile, ident]
+    if scratch:
+        with scratch_postgres(stack) as (host, password):
+            done = stack.run(*argv, "--scratch-host", host, capture=True, check=False, input=password + "\n")
+    else:
+        done = stack.run(*argv, capture=True, check=False)
     result = last_json(done.stdout) or {}
     if "checks" not in result:
         _result(done, f"{ENGINE} verify")  # raises with the engine's reason
@@ -153,80 +158,139 @@ def find(stack: Stack, profile: str, ident: str) -> dict:
 
 def restore(stack: Stack, ident: str, source: str, target: str, yes: bool) -> Table:
     start = time.monotonic()
-    source = source or profiles.info(stack)["default"]
+    listing = profiles.info(stack)
+    source = profiles.validate_name(source or listing["default"])
     target = profiles.validate_name(target or source)
-    listing_before = {p["name"]: p for p in profiles.info(stack)["profiles"]}
-    existing = listing_before.get(target)
-    if existing and existing.get("nodes") and not yes:
+    existing = next((p for p in listing["profiles"] if p["name"] == target), None)
+    holds_data = bool(existing and existing.get("nodes"))
+    if holds_data and not yes:
         raise StackError(f"profile {target!r} holds {existing['nodes']} nodes: restoring replaces them; confirm with "
                          "--yes (a safety backup is taken first); nothing touched", code=2)
 
-    console.note(f"verify: {source} {ident}")
-    checked = verify(stack, profiles.validate_name(source), ident)
+    console.note(f"verify: {source} {ident} (checksums, repository objects and their content)")
+    checked = verify(stack, source, ident, scratch=False)
     if not checked["ok"]:
         failed = "; ".join(f"{c['name']}: {c.get('detail')}" for c in checked["checks"] if not c["ok"])
         raise StackError(f"backup {checked.get('id', ident)} failed verification, nothing touched: {failed}")
     chosen = find(stack, source, checked["id"])
     console.step(f"verified {chosen['id']} ({chosen['node_count']} nodes)")
+    entry = _backed_up_entry(stack, source, chosen["id"])
 
-    serving = profiles.info(stack)["default"] == target
+    password = None if existing else profiles.create_database(stack, target)
+    serving = listing["default"] == target
     if serving:
         daemon.stop(stack)
         console.step("daemon stopped")
+    adopted = False
     try:
-        safety = None
-        if existing and existing.get("nodes"):
-            safety = backup(stack, [target], keep=None)[0]["id"]
-        if not existing:
-            profiles.create(stack, target, *_user_of(stack, source, chosen["id"]), set_default=False)
+        safety = backup(stack, [target], keep=None)[0]["id"] if holds_data else None
         loaded = _load(stack, source, chosen["id"], target)
-        _check(stack, target, chosen, loaded)
+        if password is not None:
+            _adopt(stack, target, password, entry)
+            adopted = True
+        settled = _after_restore(stack, target)
+        _check(chosen, settled["nodes"], loaded["objects"], target)
+    except BaseException:
+        if password is not None:
+            _undo_new_profile(stack, target, adopted)
+        raise
     finally:
         if serving:
             daemon.start(stack)
             console.step("daemon started")
     summary = Table("restore", "", title=f"restored {source}/{chosen['id']} into {target}", title_justify="left")
-    summary.add_row("nodes", str(loaded["nodes"]))
+    summary.add_row("nodes", str(settled["nodes"]))
     summary.add_row("repository objects", str(loaded["objects"]))
-    summary.add_row("schema", loaded["schema"])
+    summary.add_row("schema", settled["schema"] + (f" (migrated from {settled['schema_before']})"
+                                                  if settled["migrated"] else ""))
     summary.add_row("safety backup of the replaced data", safety or "not needed (target held no data)")
     summary.add_row("duration", f"{time.monotonic() - start:.1f} s")
     return summary
 
 
-def _user_of(stack: Stack, profile: str, ident: str) -> tuple[str, str, str, str]:
-    """The backed-up profile's default user (email, first, last, institution) for a new target profile."""
+def _backed_up_entry(stack: Stack, profile: str, ident: str) -> dict:
+    """The backed-up profile's config.json entry (options, default user)."""
     done = stack.run("exec", "-T", BACKUP, "cat", f"/backups/{profile}/{ident}/config.json", capture=True, check=False)
-    entry = json.loads(done.stdout or "{}") if done.returncode == 0 else {}
-    entry = entry.get("profiles", {}).get(profile, entry)
-    s = stack.settings
-    return (entry.get("default_user_email") or s.user_email, s.user_first_name, s.user_last_name, s.user_institution)
+    try:
+        return json.loads(done.stdout).get("profiles", {}).get(profile, {}) if done.returncode == 0 else {}
+    except ValueError:
+        return {}
 
 
 def _load(stack: Stack, source: str, ident: str, target: str) -> dict:
-    console.note("load: database (pg_restore), repository (rsync), schema migration, process repair")
-    database = engine_call(stack, "restore-database", "--profile", source, ident, "--target-db", f"aiida_{target}",
-                           "--owner", f"aiida_{target}", "--replace")
-    repository = engine_call_writable(stack, "restore-repository", "--profile", source, ident,
-                                      "--target-path", f"/aiida-home-rw/repository/{target}", "--replace")
-    version = stack.exec_aiida(["verdi", "-p", target, "storage", "version"], capture=True)
-    if version.returncode == 4:
-        console.note("the backup's schema is older: verdi storage migrate")
-        if stack.exec_aiida(["verdi", "-p", target, "storage", "migrate", "--force"], capture=True).returncode:
-            raise StackError(f"verdi storage migrate of {target} failed")
-    elif version.returncode != 0:
-        raise StackError(f"restored storage of {target} is not usable: {version.stdout}{version.stderr}")
-    stack.exec_aiida(["verdi", "-p", target, "process", "repair"], capture=True)
-    return {"nodes": database["nodes_restored"], "objects": repository["objects_restored"],
-            "schema": database.get("schema_version", "?")}
+    """Database and repository at once (each staged, checked, then swapped in by the sidecar)."""
+    console.note("load: database (pg_restore into a staging database) and repository (rsync), in parallel")
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        database = pool.submit(engine_call, stack, "restore-database", "--profile", source, ident,
+                               "--target-db", f"aiida_{target}", "--owner", f"aiida_{target}", "--replace")
+        repository = pool.submit(engine_call_writable, stack, "restore-repository", "--profile", source, ident,
+                                 "--target-path", f"/aiida-home-rw/repository/{target}", "--replace")
+        database, repository = database.result(), repository.result()
+    console.step(f"loaded: {database['nodes_restored']} nodes in {database['seconds']:.1f} s, "
+                 f"{repository['objects_restored']} objects in {repository['seconds']:.1f} s")
+    return {"nodes": database["nodes_restored"], "objects": repository["objects_restored"]}
 
 
-def _check(stack: Stack, target: str, chosen: dict, loaded: dict) -> None:
-    nodes = profiles.get(stack, target)["nodes"]
-    if nodes != chosen["node_count"] or loaded["objects"] != chosen["repository_object_count"]:
+def _adopt(stack: Stack, target: str, password: str, entry: dict) -> None:
+    email = entry.get("default_user_email") or stack.settings.user_email
+    done = stack.exec_aiida([profiles.PROFILE_CLI, "adopt", target, "--email", email, "--options",
+                             json.dumps(entry.get("options") or {})], capture=True, input=password + "\n")
+    if done.returncode != 0:
+        raise StackError(f"could not write the profile entry of {target}: {done.stderr.strip()[-800:]}")
+    console.step(f"profile {target}: entry with this stack's credentials and broker")
+
+
+def _after_restore(stack: Stack, target: str) -> dict:
+    done = stack.exec_aiida([profiles.PROFILE_CLI, "after-restore", target], capture=True)
+    settled = json_result(done.returncode, done.stdout, f"making the restored storage of {target} current",
+                          done.stderr)
+    migrated = f" (migrated from {settled['schema_before']})" if settled["migrated"] else " (current)"
+    console.step(f"schema {settled['schema']}{migrated}; process tasks repaired")
+    return settled
+
+
+def _undo_new_profile(stack: Stack, target: str, adopted: bool) -> None:
+    """A restore into a new profile failed: remove what it made (nothing else was touched)."""
+    with contextlib.suppress(Exception):
+        if adopted:
+            stack.exec_aiida([profiles.PROFILE_CLI, "delete", target], capture=True)
+        else:
+            stack.exec_aiida(["rm", "-rf", f"{AIIDA_HOME_IN_AIIDA}/repository/{target}"], capture=True)
+        profiles.drop_database(stack, target)
+        console.note(f"removed the half-made profile {target}")
+
+
+def _check(chosen: dict, nodes: int, objects: int, target: str) -> None:
+    if nodes != chosen["node_count"] or objects != chosen["repository_object_count"]:
         raise StackError(f"restored {target} does not match the backup: {nodes} nodes (backup: {chosen['node_count']}),"
-                         f" {loaded['objects']} objects (backup: {chosen['repository_object_count']})")
-    console.step(f"check: {nodes} nodes and {loaded['objects']} repository objects, as in the manifest")
+                         f" {objects} objects (backup: {chosen['repository_object_count']})")
+    console.step(f"check: {nodes} nodes and {objects} repository objects, as in the manifest")
+
+
+def schedule_summary(stack: Stack) -> str:
+    """The scheduler's state for a status table: where backups go, the schedule, the last run's result."""
+    folder = stack.settings.backups_path
+    where = f"backups in {folder}" if folder else f"backups in volume {stack.settings.name}_backups"
+    try:
+        state = engine_call(stack, "schedule-status")
+    except StackError as exc:
+        return f"{where}; [red]scheduler state unreadable: {exc}[/]"
+    if state.get("schedule_kind") in (None, "off"):
+        return f"{where}; schedule off (./stack backup runs them)"
+    parts = [where, f"schedule {state['schedule']}"]
+    if state.get("last_result") == "failed":
+        parts.append(f"[red]last run FAILED at {_short(state.get('last_run_finished'))}: {state.get('error')}[/]")
+    elif state.get("last_result") == "ok":
+        parts.append(f"last run ok at {_short(state.get('last_run_finished'))}")
+    if state.get("next_due"):
+        parts.append(f"next {_short(state['next_due'])}")
+    if not state.get("healthy", True):
+        parts.append(f"[red]{state.get('reason')}[/]")
+    return "; ".join(parts)
+
+
+def _short(stamp: str | None) -> str:
+    return stamp[:16].replace("T", " ") + " UTC" if stamp else "?"
 
 
 def describe(latest: dict | None) -> str:

@@ -58,16 +58,8 @@ def create(stack: Stack, name: str, email: str, first_name: str, last_name: str,
     validate_name(name)
     if any(p["name"] == name for p in info(stack)["profiles"]):
         raise StackError(f"profile {name!r} already exists; nothing changed", code=2)
-    password = token.token_urlsafe(32)
+    password = create_database(stack, name)
     stored = password_file(stack, name)
-    secrets.write_private(stored, password)
-    console.step(f"database password of {name} kept in {stored} (mode 0600)")
-    done = stack.exec_postgres([DATABASE_CLI, "create", name], input=password + "\n")
-    if done.returncode != 0:
-        stored.unlink(missing_ok=True)
-        raise StackError(f"could not create role and database aiida_{name}: {done.stderr.strip()}",
-                         code=2 if done.returncode == 3 else 1)
-    console.step(f"PostgreSQL role and database aiida_{name} (UTF8, owner only)")
     argv = [PROFILE_CLI, "create", name, "--email", email, "--first-name", first_name, "--last-name", last_name,
             "--institution", institution]
     done = stack.exec_aiida(argv, capture=True, input=password + "\n")
@@ -78,6 +70,28 @@ def create(stack: Stack, name: str, email: str, first_name: str, last_name: str,
     console.step(f"profile {name}: repository, broker, localhost computer")
     if set_default:
         set_default_profile(stack, name)
+
+
+def create_database(stack: Stack, name: str) -> str:
+    """A new role and empty UTF8 database aiida_NAME with a generated password (kept on the host, 0600)."""
+    password = token.token_urlsafe(32)
+    stored = password_file(stack, name)
+    secrets.write_private(stored, password)
+    console.step(f"database password of {name} kept in {stored} (mode 0600)")
+    done = stack.exec_postgres([DATABASE_CLI, "create", name], input=password + "\n")
+    if done.returncode != 0:
+        stored.unlink(missing_ok=True)
+        raise StackError(f"could not create role and database aiida_{name}: {done.stderr.strip()}",
+                         code=2 if done.returncode == 3 else 1)
+    console.step(f"PostgreSQL role and database aiida_{name} (UTF8, owner only)")
+    return password
+
+
+def drop_database(stack: Stack, name: str) -> None:
+    done = stack.exec_postgres([DATABASE_CLI, "drop", name])
+    if done.returncode != 0:
+        raise StackError(f"could not drop database aiida_{name}: {done.stderr.strip()}")
+    password_file(stack, name).unlink(missing_ok=True)
 
 
 def set_default_profile(stack: Stack, name: str) -> None:
@@ -125,10 +139,7 @@ def delete(stack: Stack, name: str, skip_db: bool, skip_repository: bool, yes: b
         raise StackError(f"could not delete profile {name}: {done.stderr.strip()}")
     console.step(f"profile {name} removed from config.json" + ("" if skip_repository else " with its repository"))
     if not skip_db:
-        done = stack.exec_postgres([DATABASE_CLI, "drop", name])
-        if done.returncode != 0:
-            raise StackError(f"could not drop database aiida_{name}: {done.stderr.strip()}")
-        password_file(stack, name).unlink(missing_ok=True)
+        drop_database(stack, name)
         console.step(f"database and role aiida_{name} dropped")
 
 

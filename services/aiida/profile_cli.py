@@ -10,6 +10,14 @@
       stack-profile-db), delete its repository folder (only inside $AIIDA_PATH/.aiida/repository/).
   aiida-stack-profile info
       One JSON line: {"default": name, "profiles": [{...,"nodes": count or null (+ "error")}]}.
+  aiida-stack-profile adopt NAME --email E [--options JSON]
+      DB password on stdin. The config entry of a profile whose storage a restore has just put in
+      place (database aiida_NAME, repository/NAME): this stack's credentials and broker, a new
+      PROFILE_UUID (its own broker queues), the backed-up profile's options. No storage set-up.
+  aiida-stack-profile after-restore NAME
+      Make restored storage current: migrate the schema if it is older (as `verdi storage
+      migrate`), `verdi process repair --force` (broker state is not in backups), count the nodes.
+      One JSON line: {"nodes", "schema_before", "schema", "migrated"}.
 
 Exit codes: 0 ok, 1 failure (nothing changed), 2 usage, 3 create: profile exists / delete: unknown
 profile, 4 delete: NAME is the default and other profiles exist. Errors: one line on stderr.
@@ -25,6 +33,7 @@ import os
 import shutil
 import signal
 import sys
+import uuid
 import warnings
 
 import common
@@ -178,6 +187,61 @@ def delete(args) -> None:
         hold.unlink(missing_ok=True)
 
 
+# ----------------------------------------------------------------------------------------- restore
+
+
+def adopt(args) -> None:
+    from aiida.manage.configuration.profile import Profile
+
+    name = valid_name(args.name)
+    password = read_password()
+    try:
+        options = json.loads(args.options or "{}")
+    except ValueError as exc:
+        raise CliError(2, f"--options is not JSON: {exc}") from None
+    config = read_config()
+    if name in config.get("profiles", {}):
+        raise CliError(3, f"profile {name!r} already exists; nothing changed")
+    broker = broker_source(config)
+    common.add_secret(password)
+    common.add_secret(str(broker.get("broker_password", "")))
+    options = {key: value for key, value in options.items() if isinstance(key, str)}
+    options.setdefault("daemon.default_workers", workers_setting())
+    entry = {
+        "PROFILE_UUID": uuid.uuid4().hex,
+        "default_user_email": args.email,
+        "options": options,
+        "process_control": {"backend": "core.rabbitmq",
+                            "config": {"broker_protocol": "amqp", "broker_virtual_host": "", **broker}},
+        "storage": {"backend": "core.psql_dos", "config": {
+            "database_engine": "postgresql_psycopg", "database_hostname": profiles.DB_HOST,
+            "database_port": profiles.DB_PORT, "database_username": f"aiida_{name}", "database_password": password,
+            "database_name": f"aiida_{name}", "repository_uri": profiles.repository_uri(name)}},
+        "test_profile": False,
+    }
+    config_obj = profiles.load_config()
+    config_obj.add_profile(Profile(name, entry))
+    config_obj.store()
+    log(f"profile {name!r} adopted: restored storage aiida_{name} and {REPOSITORY_ROOT / name}")
+
+
+def after_restore(args) -> None:
+    from aiida.storage.psql_dos.backend import PsqlDosBackend
+
+    name = valid_name(args.name)
+    warnings.filterwarnings("ignore")
+    with contextlib.redirect_stdout(sys.stderr):  # stdout carries the JSON line only
+        profile = profiles.load_config().get_profile(name)
+        before, head = PsqlDosBackend.version_profile(profile), PsqlDosBackend.version_head()
+        if before != head:
+            log(f"schema of {name!r} is {before}, this aiida-core's is {head}: migrating")
+            PsqlDosBackend.migrate(profile)
+        verdi("-p", name, "process", "repair", "--force", echo=echo, timeout=300)
+        nodes = count_nodes(profile)
+    print(json.dumps({"nodes": nodes, "schema_before": before, "schema": head, "migrated": before != head}),
+          flush=True)
+
+
 # -------------------------------------------------------------------------------------------- info
 
 
@@ -250,6 +314,14 @@ def parser() -> Parser:
     gone.add_argument("--skip-repository", action="store_true")
     gone.set_defaults(run=delete)
     sub.add_parser("info", help="one JSON line describing every profile").set_defaults(run=info)
+    adopted = sub.add_parser("adopt", help="config entry for restored storage (DB password on stdin)")
+    adopted.add_argument("name")
+    adopted.add_argument("--email", required=True)
+    adopted.add_argument("--options", default="{}")
+    adopted.set_defaults(run=adopt)
+    settle = sub.add_parser("after-restore", help="migrate if older, repair process tasks, count nodes")
+    settle.add_argument("name")
+    settle.set_defaults(run=after_restore)
     return top
 
 

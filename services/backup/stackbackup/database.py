@@ -17,6 +17,20 @@ if TYPE_CHECKING:
     import psycopg
 
 PG_NAME_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+# the repository keys every node references (its repository_metadata's `k` values, at any depth)
+REFERENCED_KEYS_SQL = """
+SELECT DISTINCT jsonb_path_query(repository_metadata, 'lax $.**.k ? (@.type() == "string")') #>> '{}'
+FROM db_dbnode WHERE repository_metadata IS NOT NULL AND repository_metadata != '{}'::jsonb
+"""
+
+
+def backed_up_hashes(folder: Path, manifest: dict) -> list[str]:
+    """The object hashes a backup's repository holds, from its hash list (checked against the manifest)."""
+    path = folder / (manifest.get("repository_hashes_file") or "repository-hashes.txt")
+    try:
+        return path.read_text().split()
+    except OSError as exc:
+        raise Fail(f"{folder.name}: {path.name} unreadable: {exc}") from None
 
 
 def pg_connect(dbname: str = "postgres", **params: Any) -> psycopg.Connection:
@@ -99,6 +113,11 @@ def cmd_restore_database(args: argparse.Namespace) -> dict:
                     schema = conn.execute("SELECT version_num FROM alembic_version").fetchone()[0]
                     if nodes != manifest.get("node_count"):
                         raise Fail(f"{nodes} nodes restored, the manifest says {manifest.get('node_count')}")
+                    referenced = {row[0] for row in conn.execute(REFERENCED_KEYS_SQL)}
+                    objects = set(backed_up_hashes(folder, manifest))
+                    if referenced - objects:
+                        raise Fail(f"{len(referenced - objects)} objects referenced by nodes are not in the "
+                                   f"backup's repository, e.g. {sorted(referenced - objects)[0]}")
                 with step("swap in"):
                     replaced = None
                     if exists:

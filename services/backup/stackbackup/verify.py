@@ -12,15 +12,10 @@ import time
 from pathlib import Path
 
 from stackbackup.common import EXIT_FAIL, EXIT_OK, Fail, files_under, iso, rand, run, say, sha256_file, utcnow
-from stackbackup.database import pg_connect
+from stackbackup.database import REFERENCED_KEYS_SQL, pg_connect
 from stackbackup.layout import reading, resolve, write_json_atomic
 from stackbackup.manifest import MANIFEST_FORMAT, read_manifest
 from stackbackup.repository import container_hashes, hashes_text, open_backup_container
-
-REFERENCED_KEYS_SQL = """
-SELECT DISTINCT jsonb_path_query(repository_metadata, 'lax $.**.k ? (@.type() == "string")') #>> '{}'
-FROM db_dbnode WHERE repository_metadata IS NOT NULL AND repository_metadata != '{}'::jsonb
-"""
 
 
 class Checks:
