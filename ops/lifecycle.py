@@ -103,6 +103,8 @@ def status(settings: Settings) -> Group:
                              f"active processes: {info['active_processes']}")
         except StackError as exc:
             detail[AIIDA] = f"[red]{exc}[/]"
+    if states.get(BACKUP, {}).get("state") == "running":
+        detail[BACKUP] = backups.schedule_summary(stack)
     for service in SERVICES:
         st = states.get(service)
         if st is None:

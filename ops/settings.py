@@ -64,6 +64,21 @@ class Settings(BaseSettings):
     backup_keep_daily: int = Field(default=7, ge=0)
     backup_keep_weekly: int = Field(default=4, ge=0)
     backup_keep_monthly: int = Field(default=6, ge=0)
+    backups_dir: str = ""
+
+    @field_validator("backups_dir")
+    @classmethod
+    def _host_folder(cls, value: str) -> str:
+        if value and (value.strip() != value or "\n" in value or ":" in value):
+            raise ValueError("a host folder path without ':', newlines or surrounding spaces")
+        if value and Path(value).resolve() in (Path("/"), ROOT):
+            raise ValueError("not / nor the checkout itself: give a folder of its own")
+        return value
+
+    @property
+    def backups_path(self) -> Path | None:
+        """The host folder backups go to (relative paths: to the checkout), or None for the volume."""
+        return (ROOT / self.backups_dir).resolve() if self.backups_dir else None
 
     @field_validator("aiida_core_version")
     @classmethod

@@ -117,3 +117,16 @@ def test_retention_keeps_the_newest_backups_and_they_verify(stack):
 def test_bad_backup_ids_and_profiles_are_refused(stack, args):
     done = stack.cli(*args)
     assert done.returncode == 2, done.stdout + done.stderr
+
+
+def test_backup_benchmark_prints_its_figures_and_removes_what_it_made(stack):
+    done = stack.cli("bench.backup", "--nodes", "60", "--megabytes", "2")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "60 nodes, 48 links, 6 files (2 MB)" in done.stderr, done.stderr
+    for figure in ("pg_dump + cp -a (baseline)", "full backup", "unchanged incremental", "new bytes ÷ full",
+                   "restore (verify, new profile, load, check)", "÷ full backup (wall)"):
+        assert figure in done.stdout, done.stdout
+    assert "check: 60 nodes and 6 repository objects, as in the manifest" in done.stderr
+    profiles_left = stack.cli("profile.list").stdout
+    assert "bench_" not in profiles_left, profiles_left
+    assert "bench_" not in stack.compose.container(BACKUP).exec_run(["ls", "/backups"]).output.decode()

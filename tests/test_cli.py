@@ -20,6 +20,8 @@ def _containers(name: str) -> list:
     ("AIIDA_STACK_POSTGRES_PORT", "70000", "postgres_port"),
     ("AIIDA_STACK_PROFILE", "a;drop", "profile"),
     ("AIIDA_STACK_AIIDA_CORE_VERSION", "1.0.0", "aiida_core_version"),
+    ("AIIDA_STACK_BACKUPS_DIR", "/srv/a:b", "backups_dir"),
+    ("AIIDA_STACK_BACKUPS_DIR", "/", "backups_dir"),
 ])
 def test_up_refuses_invalid_settings_and_starts_nothing(variable, value, named):
     name = unique_name("bad")

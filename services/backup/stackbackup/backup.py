@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
+import hashlib
 import os
+import shutil
 
 from stackbackup.aiida_config import database_name, load_config, profile_entry, repository_path
 from stackbackup.common import EXIT_INPUT, Fail, rand, run, say, step, utcnow
 from stackbackup.database import dump_database
 from stackbackup.layout import (
+    BACKUPS,
     LATEST,
     READING,
     check_profile_name,
@@ -22,9 +26,17 @@ from stackbackup.layout import (
     remove_tree,
     write_json_atomic,
 )
-from stackbackup.manifest import build_manifest, database_file_checksums, usage
+from stackbackup.manifest import build_manifest, database_file_checksums, link_unchanged, usage
 from stackbackup.prune import prune
 from stackbackup.repository import container_hashes, copy_container, hashes_text, open_backup_container
+
+
+def no_space(exc: BaseException) -> bool:
+    """Did a step fail for want of space (our own writes, or pg_dump's and rsync's messages)?"""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return isinstance(exc, Exception) and any(text in str(exc) for text in ("No space left on device",
+                                                                             "Disk quota exceeded"))
 
 
 def cmd_backup(args: argparse.Namespace) -> dict:
@@ -77,6 +89,9 @@ def cmd_backup(args: argparse.Namespace) -> dict:
                 write_json_atomic(live / "config.json", own, mode=0o600)
             with step("write manifest"):
                 database_files = database_file_checksums(live / "database")
+                own = {f"database/{name}": digest for name, digest in database_files.items()}
+                own["repository-hashes.txt"] = hashlib.sha256(text.encode()).hexdigest()
+                link_unchanged(live, previous, own)
                 fd = os.open(live / READING, os.O_WRONLY | os.O_CREAT, 0o600)
                 os.close(fd)
                 bytes_total, bytes_new = usage(live, previous)
@@ -99,8 +114,13 @@ def cmd_backup(args: argparse.Namespace) -> dict:
                 os.symlink(ident, tmp_link)
                 os.replace(tmp_link, folder / LATEST)  # latest moves last
                 fsync_dir(folder)
-        except BaseException:
+        except BaseException as exc:
             remove_tree(live)
+            if no_space(exc):
+                free = shutil.disk_usage(BACKUPS).free
+                raise Fail(f"no space left in the backups folder ({free} bytes free after removing the partial "
+                           f"backup): {exc}. Nothing was published; the previous backups are untouched. Free "
+                           f"space, prune old backups, or move backups elsewhere (setting backups_dir)") from None
             raise
         pruned: list[str] = []
         if args.keep is not None:
