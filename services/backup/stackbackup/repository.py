@@ -37,11 +37,17 @@ if BackupManager is not None:
         Flags: -a (times: unchanged files match the previous backup and are hard-linked) and
         --link-dest as upstream; no -z (local copy); --chmod: a backup holds folders 0700 and files
         0600 whatever the source's modes (restore gives the usual 0755/0644 back).
+        With no previous backup there is nothing to link to: a plain copy of a folder or file is then
+        `cp -a` (in-kernel copy_file_range; rsync pipes every byte through user space, measured 4-7x
+        slower for 1 GB here), in the same order, with the same modes.
         """
 
         def call_rsync(self, src: Path, dest: Path, link_dest: Path | None = None,  # type: ignore[override]
                        src_trailing_slash: bool = False, dest_trailing_slash: bool = False,
                        extra_args: list | None = None) -> None:
+            if (link_dest is None or not Path(link_dest).is_dir()) and not extra_args and not src_trailing_slash:
+                copy_private(Path(src), Path(dest) / Path(src).name)
+                return
             argv = [self.rsync_exe, "-a", "--chmod=D0700,F0600", *(extra_args or [])]
             if link_dest is not None and Path(link_dest).is_dir():
                 argv.append(f"--link-dest={Path(link_dest).resolve()}")
@@ -50,6 +56,28 @@ if BackupManager is not None:
                 run(argv, what=f"rsync {src}")
             except Fail as exc:
                 raise BackupError(str(exc)) from None
+
+
+def copy_tree(src: Path, dest: Path, dir_mode: int, file_mode: int) -> None:
+    """`cp -a src dest` (dest must not exist), then every folder `dir_mode` and every file `file_mode`."""
+    try:
+        run(["cp", "-a", "--", str(src), str(dest)], what=f"cp {src}")
+    except Fail as exc:
+        raise BackupError(str(exc)) from None
+    if dest.is_file():
+        os.chmod(dest, file_mode)
+        return
+    os.chmod(dest, dir_mode)
+    for folder, dirs, files in os.walk(dest):  # (symlinks are not followed: a container has none)
+        for names, mode in ((dirs, dir_mode), (files, file_mode)):
+            for name in names:
+                path = os.path.join(folder, name)
+                if not os.path.islink(path):
+                    os.chmod(path, mode)
+
+
+def copy_private(src: Path, dest: Path) -> None:
+    copy_tree(src, dest, 0o700, 0o600)
 
 
 def snapshot_pack_index(source: Path, target: Path) -> None:
@@ -216,8 +244,7 @@ def cmd_restore_repository(args: argparse.Namespace) -> dict:
         os.chmod(staging, (target.stat().st_mode & 0o7777) if target.is_dir() else 0o755)
         try:
             with step("copy repository"):
-                run(["rsync", "-a", "--chmod=D0755,F0644", f"{folder / 'repository' / 'container'}/",
-                     f"{staging / 'container'}/"], what="rsync")
+                copy_tree(folder / "repository" / "container", staging / "container", 0o755, 0o644)
             with step("check"), Container(staging / "container") as container:
                 hashes = container_hashes(container)
                 digest = hashlib.sha256(hashes_text(hashes).encode()).hexdigest()
