@@ -11,7 +11,7 @@ import os
 import shutil
 
 from stackbackup.aiida_config import database_name, load_config, profile_entry, repository_path
-from stackbackup.common import EXIT_INPUT, Fail, rand, run, say, step, utcnow
+from stackbackup.common import EXIT_INPUT, STEP_SECONDS, Fail, rand, run, say, step, utcnow
 from stackbackup.database import dump_database
 from stackbackup.layout import (
     BACKUPS,
@@ -50,6 +50,7 @@ def cmd_backup(args: argparse.Namespace) -> dict:
     source = repository_path(entry) / "container"
     folder = profile_dir(profile)
 
+    STEP_SECONDS.clear()  # the scheduler backs up several profiles in one process
     started = utcnow()
     held = contextlib.ExitStack()
     with held:
@@ -96,7 +97,7 @@ def cmd_backup(args: argparse.Namespace) -> dict:
                 os.close(fd)
                 bytes_total, bytes_new = usage(live, previous)
                 finished = utcnow()
-                manifest = build_manifest(
+                manifest = build_manifest(step_seconds=dict(STEP_SECONDS),
                     profile=profile, dbname=dbname, aiida_version=args.aiida_version, config=config, facts=facts,
                     hashes=hashes, hashes_text=text, counts=counts, database_files=database_files,
                     previous_id=previous_id, bytes_total=bytes_total, bytes_new=bytes_new, started=started,
@@ -129,4 +130,6 @@ def cmd_backup(args: argparse.Namespace) -> dict:
     say(f"backup {ident} of profile {profile}: {manifest['node_count']} nodes, "
         f"{manifest['repository_object_count']} objects, {bytes_total} bytes ({bytes_new} new), "
         f"{manifest['duration_seconds']} s")
-    return {"id": ident, "profile": profile, "path": str(folder / ident), "manifest": manifest, "pruned": pruned}
+    # every step's duration (the manifest has those before it was written)
+    return {"id": ident, "profile": profile, "path": str(folder / ident), "manifest": manifest, "pruned": pruned,
+            "step_seconds": dict(STEP_SECONDS)}

@@ -43,9 +43,12 @@ def rand(n: int, alphabet: str = string.ascii_lowercase + string.digits) -> str:
     return "".join(secrets.choice(alphabet) for _ in range(n))
 
 
+STEP_SECONDS: dict[str, float] = {}  # this process's finished steps and their durations
+
+
 @contextlib.contextmanager
 def step(name: str) -> Iterator[None]:
-    """One named step of a runbook: announced on stderr, timed, failures named after it."""
+    """One named step of a runbook: announced on stderr, timed (STEP_SECONDS), failures named after it."""
     say(f"{name} ...")
     start = time.monotonic()
     try:
@@ -54,7 +57,8 @@ def step(name: str) -> Iterator[None]:
         raise Fail(f"{name}: {exc}", exc.code) from exc
     except Exception as exc:
         raise Fail(f"{name}: {type(exc).__name__}: {exc}") from exc
-    say(f"{name}: done in {time.monotonic() - start:.1f} s")
+    STEP_SECONDS[name] = round(time.monotonic() - start, 3)
+    say(f"{name}: done in {STEP_SECONDS[name]:.1f} s")
 
 
 def run(argv: list[str], *, env: dict[str, str] | None = None, what: str | None = None) -> str:

@@ -71,7 +71,7 @@ def usage(folder: Path, previous: Path | None) -> tuple[int, int]:
 def build_manifest(*, profile: str, dbname: str, aiida_version: str | None, config: dict, facts: dict,
                    hashes: list[str], hashes_text: str, counts: Any, database_files: dict[str, str],
                    previous_id: str | None, bytes_total: int, bytes_new: int, started: dt.datetime,
-                   finished: dt.datetime) -> dict:
+                   finished: dt.datetime, step_seconds: dict[str, float]) -> dict:
     """The manifest of a new backup (format MANIFEST_FORMAT); `verified` stays None until `verify`."""
     return {
         "format": MANIFEST_FORMAT,
@@ -94,5 +94,6 @@ def build_manifest(*, profile: str, dbname: str, aiida_version: str | None, conf
         "started_at": iso(started),
         "finished_at": iso(finished),
         "duration_seconds": round((finished - started).total_seconds(), 3),
+        "step_seconds": step_seconds,
         "verified": None,
     }
