@@ -102,10 +102,13 @@ def test_killed_daemon_is_restarted_and_stack_turns_healthy(stack):
     assert done.stdout.split()[-3:] == ["finished", "0", "3"], done.stdout + done.stderr
 
 
-def test_down_and_up_keep_profile_and_data(stack):
+def test_down_and_up_keep_profile_and_data_and_trim_config_copies(stack):
     stored = stack.run_script("store_node.py", "1234")
     assert stored.returncode == 0, stored.stderr
     node_uuid = stored.stdout.split()[-1]
+    # aiida-core leaves a timestamped config.json copy per store; the service keeps the newest 20
+    old_copies = "for i in $(seq 10 40); do touch /home/aiida/.aiida/config.json.20000101-000000.$i; done"
+    assert stack.compose.exec_aiida(["sh", "-c", old_copies]).returncode == 0
     down = stack.cli("down")
     assert down.returncode == 0, down.stderr
     assert stack.compose.ps() == []
@@ -114,3 +117,7 @@ def test_down_and_up_keep_profile_and_data(stack):
     assert re.search(r"healthy after \d+\.\d s", up.stderr)
     loaded = stack.run_script("load_node.py", node_uuid)
     assert loaded.stdout.split()[-1] == "1234", loaded.stdout + loaded.stderr
+    copies = stack.compose.exec_aiida(["sh", "-c", "ls /home/aiida/.aiida | grep '^config.json[.]'"],
+                                      capture=True).stdout.split()
+    assert len(copies) == 20 and "config.json.20000101-000000.10" not in copies, copies
+    assert stack.compose.exec_aiida(["test", "-s", "/home/aiida/.aiida/config.json"]).returncode == 0

@@ -12,10 +12,12 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import re
 import tempfile
 
 from common import (
     APPLIED_WORKERS_FILE,
+    CONFIG_DIR,
     CONFIG_FILE,
     REPOSITORY_ROOT,
     STACK_DIR,
@@ -225,4 +227,16 @@ def deletable_repository(profile: dict) -> pathlib.Path:
     if resolved == root or root not in resolved.parents:
         raise ValueError(f"its repository {path} is not inside {REPOSITORY_ROOT}/")
     return resolved
+
+
+CONFIG_COPY_RE = re.compile(r"^config\.json\.\d{8}-\d{6}\.\d+$")
+
+
+def prune_config_copies(keep: int = 20) -> int:
+    """aiida-core writes a timestamped copy of config.json (credentials included) on every store, so
+    profile and config operations pile them up; keep the newest `keep`. Returns how many went."""
+    copies = sorted(path for path in CONFIG_DIR.iterdir() if CONFIG_COPY_RE.fullmatch(path.name))
+    for old in copies[:-keep] if keep > 0 else copies:
+        old.unlink(missing_ok=True)
+    return max(0, len(copies) - keep)
 

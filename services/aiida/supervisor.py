@@ -10,7 +10,8 @@ once, so verdi sub-commands, circusd and the daemon workers never inherit them.
 3. first start only (config.json has no profile and none was ever set up): `verdi profile setup
    core.psql_dos` of $AIIDA_PROFILE (profiles.py). Other profiles come from aiida-stack-profile;
 4. every start: re-sync config.json with the secrets and settings (profiles.sync_config), the
-   `localhost` computer of the default profile if missing;
+   `localhost` computer of the default profile if missing; keep only the newest 20 of aiida-core's
+   timestamped config.json copies;
 5. supervise the daemon of the DEFAULT profile as recorded in config.json (re-read every second):
    when the default changes, stop the old profile's daemon and start the new one's; every
    AIIDA_SUPERVISE_INTERVAL s restart a dead daemon - unless $AIIDA_PATH/.aiida/stack/daemon.disabled
@@ -250,6 +251,9 @@ def main() -> int:
     bootstrap()
     if profile_names():
         profiles.sync_config(BOOTSTRAP_PROFILE, DB_PASSWORD, BROKER, workers_wanted())
+    removed = profiles.prune_config_copies()
+    if removed:
+        log(f"removed {removed} old timestamped copies of config.json (aiida-core makes one per store; 20 kept)")
     profile = default_profile()
     if profile:
         log(f"default profile {profile!r}: supervising its daemon")
