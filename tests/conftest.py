@@ -5,9 +5,11 @@ Images are built by `./stack test` before pytest starts; tests never rebuild the
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +26,7 @@ from testcontainers.compose import DockerCompose
 
 from ops import engine, secrets, settings
 from ops.compose import Stack
+from ops.services import BACKUP
 from ops.settings import ROOT
 
 SCRIPTS = Path(__file__).parent / "scripts"
@@ -87,3 +90,30 @@ def stack(images: dict[str, str]) -> Iterator[TestStack]:
     with compose:
         yield test_stack
     subprocess.run(["rm", "-rf", str(test_stack.settings.state_dir)], check=False)
+
+
+@contextlib.contextmanager
+def table_locked(stack: TestStack, database: str, table: str) -> Iterator[None]:
+    """An ACCESS EXCLUSIVE lock on `table`, held by a psql session until the block ends."""
+    locker = subprocess.Popen(stack.compose.command("exec", "-T", "-u", "postgres", "postgres", "psql", "-X", "-q",
+                                                    "-d", database),
+                              stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True)
+    locker.stdin.write(f"BEGIN; LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE;\n")
+    locker.stdin.flush()
+    try:
+        yield
+    finally:
+        locker.stdin.write("ROLLBACK;\n")
+        locker.stdin.close()
+        locker.wait(timeout=60)
+
+
+def wait_for_backup_in_progress(stack: TestStack, profile: str) -> None:
+    """Until a backup of `profile` has its in-progress folder (.live-*) in the sidecar."""
+    sidecar = stack.compose.container(BACKUP)
+    for _ in range(150):
+        if ".live-" in sidecar.exec_run(["ls", "-A", f"/backups/{profile}"]).output.decode():
+            return
+        time.sleep(0.2)
+    pytest.fail("the backup never started")
+

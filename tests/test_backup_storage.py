@@ -9,12 +9,14 @@ import os
 import re
 import stat
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 from ops.services import BACKUP
+from ops.settings import ROOT
+
+from .conftest import table_locked, wait_for_backup_in_progress
 
 pytestmark = pytest.mark.stack
 
@@ -39,30 +41,16 @@ def test_killing_the_backup_container_mid_backup_leaves_latest_intact(stack):
     before = re.findall(ID_RE, stack.cli("backup.list", "--profile", profile).stdout)
     # hold db_dblink so pg_dump waits for its table locks inside "dump database", the in-progress folder
     # created (not db_dbnode: ./stack counts each profile's nodes before it starts)
-    locker = subprocess.Popen(stack.compose.command("exec", "-T", "-u", "postgres", "postgres", "psql", "-X", "-q",
-                                                    "-d", f"aiida_{profile}"),
-                              stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True)
-    locker.stdin.write("BEGIN; LOCK TABLE db_dblink IN ACCESS EXCLUSIVE MODE;\n")
-    locker.stdin.flush()
-    victim = subprocess.Popen([str(Path(__file__).parent.parent / "stack"), "backup"],
-                              env={**os.environ, "AIIDA_STACK_NAME": stack.name}, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)
-    try:
-        sidecar = stack.compose.container(BACKUP)
-        for _ in range(150):
-            if ".live-" in sidecar.exec_run(["ls", "-A", f"/backups/{profile}"]).output.decode():
-                break
-            time.sleep(0.2)
-        else:
-            pytest.fail("the backup never started")
-        sidecar.kill()
-        _, err = victim.communicate(timeout=120)
-    finally:
-        locker.stdin.write("ROLLBACK;\n")
-        locker.stdin.close()
-        locker.wait(timeout=60)
-        if victim.poll() is None:
-            victim.kill()
+    with table_locked(stack, f"aiida_{profile}", "db_dblink"):
+        victim = subprocess.Popen([str(ROOT / "stack"), "backup"], env={**os.environ, "AIIDA_STACK_NAME": stack.name},
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            wait_for_backup_in_progress(stack, profile)
+            stack.compose.container(BACKUP).kill()
+            _, err = victim.communicate(timeout=120)
+        finally:
+            if victim.poll() is None:
+                victim.kill()
     assert victim.returncode != 0, err
     up = stack.cli("up")  # the killed sidecar comes back
     assert up.returncode == 0, up.stdout + up.stderr

@@ -94,15 +94,21 @@ def read_password() -> str:
     return line
 
 
-def create(args) -> None:
-    name = valid_name(args.name)
-    password = read_password()
+def new_profile_context(name: str, password: str) -> tuple[dict, dict]:
+    """(config, broker settings) for a new profile `name`; exit 3 if it exists; both passwords redacted."""
     config = read_config()
     if name in config.get("profiles", {}):
         raise CliError(3, f"profile {name!r} already exists; nothing changed")
     broker = broker_source(config)
     common.add_secret(password)
     common.add_secret(str(broker.get("broker_password", "")))
+    return config, broker
+
+
+def create(args) -> None:
+    name = valid_name(args.name)
+    password = read_password()
+    config, broker = new_profile_context(name, password)
     repository = REPOSITORY_ROOT / name
     if repository.exists() and any(repository.iterdir()):
         raise CliError(1, f"repository folder {repository} already exists (left by a deleted profile?): "
@@ -199,12 +205,7 @@ def adopt(args) -> None:
         options = json.loads(args.options or "{}")
     except ValueError as exc:
         raise CliError(2, f"--options is not JSON: {exc}") from None
-    config = read_config()
-    if name in config.get("profiles", {}):
-        raise CliError(3, f"profile {name!r} already exists; nothing changed")
-    broker = broker_source(config)
-    common.add_secret(password)
-    common.add_secret(str(broker.get("broker_password", "")))
+    _, broker = new_profile_context(name, password)
     options = {key: value for key, value in options.items() if isinstance(key, str)}
     options.setdefault("daemon.default_workers", workers_setting())
     entry = {

@@ -19,6 +19,8 @@ import pytest
 
 from ops import secrets
 
+from ..conftest import table_locked, wait_for_backup_in_progress
+
 pytestmark = pytest.mark.stack
 
 SCRIPTS = Path(__file__).parent / "scripts"
@@ -247,31 +249,19 @@ def test_killed_backup_leaves_latest_and_backups_intact(stack, profile):
     before = listing(stack, profile)
     latest = next(row["id"] for row in before if row["latest"])
     # hold db_dbnode so the backup blocks inside "dump database", with its live folder created
-    locker = subprocess.Popen(stack.compose.command("exec", "-T", "-u", "postgres", "postgres", "psql", "-X", "-q",
-                                                    "-d", f"aiida_{profile}"),
-                              stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True)
-    locker.stdin.write("BEGIN; LOCK TABLE db_dbnode IN ACCESS EXCLUSIVE MODE;\n")
-    locker.stdin.flush()
-    victim = subprocess.Popen(stack.compose.command("exec", "-T", "backup", "sh", "-c",
-                                                    f"echo $$ > /tmp/victim.pid; exec stack-backup backup "
-                                                    f"--profile {profile}"),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(150):
-            if ".live-" in in_backup(stack, f"ls -A /backups/{profile}").stdout:
-                break
-            time.sleep(0.2)
-        else:
-            pytest.fail("the backup never started")
-        time.sleep(1)
-        stack.compose.run("exec", "-T", "backup", "sh", "-c", "kill -KILL $(cat /tmp/victim.pid)", capture=True)
-        victim.wait(timeout=60)
-    finally:
-        locker.stdin.write("ROLLBACK;\n")
-        locker.stdin.close()
-        locker.wait(timeout=60)
-        if victim.poll() is None:
-            victim.kill()
+    with table_locked(stack, f"aiida_{profile}", "db_dbnode"):
+        victim = subprocess.Popen(stack.compose.command("exec", "-T", "backup", "sh", "-c",
+                                                        f"echo $$ > /tmp/victim.pid; exec stack-backup backup "
+                                                        f"--profile {profile}"),
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_for_backup_in_progress(stack, profile)
+            time.sleep(1)
+            stack.compose.run("exec", "-T", "backup", "sh", "-c", "kill -KILL $(cat /tmp/victim.pid)", capture=True)
+            victim.wait(timeout=60)
+        finally:
+            if victim.poll() is None:
+                victim.kill()
     after = listing(stack, profile)
     assert after == before
     assert in_backup(stack, f"readlink /backups/{profile}/latest").stdout.strip() == latest
