@@ -23,29 +23,31 @@ from tenacity import Retrying, retry_if_result, stop_after_delay, wait_fixed
 from ops import console, daemon, engine, profiles, secrets
 from ops.compose import Stack, json_result, last_json
 from ops.errors import StackError
-from ops.services import AIIDA_HOME_IN_AIIDA, BACKUP, POSTGRES
+from ops.services import AIIDA_HOME_IN_AIIDA, AIIDA_HOME_RW_IN_BACKUP, BACKUP, POSTGRES
 
 ENGINE = "stack-backup"
 BACKUP_WAIT = 600  # seconds a backup waits for a running one to finish
 
 
-def _result(done, what: str) -> dict:
+def _result(done, what: str, failure_has_result: str | None = None) -> dict:
+    """The engine's JSON result; StackError with its reason if it failed, unless the failure still
+    carries a result with the key `failure_has_result` (verify exits 1 with its checks)."""
     result = last_json(done.stdout) or {}
-    if done.returncode != 0:
+    if done.returncode != 0 and not (failure_has_result and failure_has_result in result):
         reason = result.get("error") or (done.stderr or "").strip()[-1500:] or f"exit {done.returncode}"
         raise StackError(f"{what}: {reason}", code=2 if done.returncode == 2 else 1)
     return result
 
 
-def engine_call(stack: Stack, *args: str, input: str | None = None) -> dict:
+def engine_call(stack: Stack, *args: str, input: str | None = None, failure_has_result: str | None = None) -> dict:
     """`stack-backup ARGS` in the running sidecar (AiiDA home mounted read-only)."""
     done = stack.run("exec", "-T", BACKUP, ENGINE, *args, capture=True, check=False, input=input)
-    return _result(done, f"{ENGINE} {args[0]}")
+    return _result(done, f"{ENGINE} {args[0]}", failure_has_result)
 
 
 def engine_call_writable(stack: Stack, *args: str) -> dict:
     """`stack-backup ARGS` in a one-off sidecar with the AiiDA home mounted read-write (restores)."""
-    volume = f"{stack.settings.name}_aiida-home:/aiida-home-rw"
+    volume = f"{stack.settings.name}_aiida-home:{AIIDA_HOME_RW_IN_BACKUP}"
     done = stack.run("run", "--rm", "--no-deps", "-T", "-v", volume, BACKUP, ENGINE, *args, capture=True, check=False)
     return _result(done, f"{ENGINE} {args[0]}")
 
@@ -127,16 +129,11 @@ def scratch_postgres(stack: Stack) -> Iterator[tuple[str, str]]:
 def verify(stack: Stack, profile: str, ident: str, scratch: bool = True) -> dict:
     """Checksums, repository objects (and content); with `scratch` also a real restore of the dump into a
     throwaway PostgreSQL, its node count and the objects it references."""
-    argv = ["exec", "-T", BACKUP, ENGINE, "verify", "--profile", profile, ident]
-    if scratch:
-        with scratch_postgres(stack) as (host, password):
-            done = stack.run(*argv, "--scratch-host", host, capture=True, check=False, input=password + "\n")
-    else:
-        done = stack.run(*argv, capture=True, check=False)
-    result = last_json(done.stdout) or {}
-    if "checks" not in result:
-        _result(done, f"{ENGINE} verify")  # raises with the engine's reason
-    return result
+    args = ["verify", "--profile", profile, ident]
+    if not scratch:
+        return engine_call(stack, *args, failure_has_result="checks")
+    with scratch_postgres(stack) as (host, password):
+        return engine_call(stack, *args, "--scratch-host", host, input=password + "\n", failure_has_result="checks")
 
 
 def checks_table(result: dict) -> Table:
@@ -224,7 +221,7 @@ def _load(stack: Stack, source: str, ident: str, target: str) -> dict:
         database = pool.submit(engine_call, stack, "restore-database", "--profile", source, ident,
                                "--target-db", f"aiida_{target}", "--owner", f"aiida_{target}", "--replace")
         repository = pool.submit(engine_call_writable, stack, "restore-repository", "--profile", source, ident,
-                                 "--target-path", f"/aiida-home-rw/repository/{target}", "--replace")
+                                 "--target-path", f"{AIIDA_HOME_RW_IN_BACKUP}/repository/{target}", "--replace")
         database, repository = database.result(), repository.result()
     console.step(f"loaded: {database['nodes_restored']} nodes in {database['seconds']:.1f} s, "
                  f"{repository['objects_restored']} objects in {repository['seconds']:.1f} s")

@@ -8,18 +8,17 @@ from __future__ import annotations
 from ops import console, profiles, wait
 from ops.compose import Stack
 from ops.errors import StackError
-from ops.services import AIIDA
+from ops.services import AIIDA, AIIDA_HOME_IN_AIIDA
 
-DISABLED_MARKER = "/home/aiida/.aiida/stack/daemon.disabled"
+DISABLED_MARKER = f"{AIIDA_HOME_IN_AIIDA}/stack/daemon.disabled"
 RECOVERY_TIMEOUT = 120
 
 
-def verdi_daemon(stack: Stack, *args: str, capture: bool = False) -> str:
-    done = stack.exec_aiida(["verdi", "daemon", *args], capture=capture)
+def verdi_daemon(stack: Stack, *args: str) -> None:
+    """`verdi daemon ARGS` in the aiida service, its output shown; StackError if it fails."""
+    done = stack.exec_aiida(["verdi", "daemon", *args])
     if done.returncode != 0:
-        detail = f": {(done.stdout or '') + (done.stderr or '')}".rstrip() if capture else ""
-        raise StackError(f"verdi daemon {' '.join(args)} failed (exit {done.returncode}){detail}")
-    return done.stdout or ""
+        raise StackError(f"verdi daemon {' '.join(args)} failed (exit {done.returncode})")
 
 
 def _marker(stack: Stack, present: bool) -> None:

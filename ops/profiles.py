@@ -7,6 +7,7 @@ refuses what would lose data without confirmation.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import secrets as token
 import sys
@@ -59,13 +60,12 @@ def create(stack: Stack, name: str, email: str, first_name: str, last_name: str,
     if any(p["name"] == name for p in info(stack)["profiles"]):
         raise StackError(f"profile {name!r} already exists; nothing changed", code=2)
     password = create_database(stack, name)
-    stored = password_file(stack, name)
     argv = [PROFILE_CLI, "create", name, "--email", email, "--first-name", first_name, "--last-name", last_name,
             "--institution", institution]
     done = stack.exec_aiida(argv, capture=True, input=password + "\n")
     if done.returncode != 0:
-        stack.exec_postgres([DATABASE_CLI, "drop", name])
-        stored.unlink(missing_ok=True)
+        with contextlib.suppress(StackError):
+            drop_database(stack, name)
         raise StackError(f"could not set up profile {name}; its database was dropped again: {done.stderr.strip()}")
     console.step(f"profile {name}: repository, broker, localhost computer")
     if set_default:

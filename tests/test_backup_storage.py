@@ -4,7 +4,6 @@ setting (a host folder instead of the volume) on a full disk and on one with roo
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import stat
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from ops.compose import last_json
 from ops.services import BACKUP
 from ops.settings import ROOT
 
@@ -26,7 +26,7 @@ ID_RE = r"backup_\d{8}T\d{6}Z_[a-z0-9]+"
 def _digest(stack) -> dict:
     done = stack.run_script("digest.py")
     assert done.returncode == 0, done.stdout + done.stderr
-    return json.loads([line for line in done.stdout.splitlines() if line.startswith("{")][-1])
+    return last_json(done.stdout)
 
 
 def _published(folder: Path) -> list[str]:

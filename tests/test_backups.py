@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 
 import pytest
 
 from ops import engine, secrets, settings
+from ops.compose import last_json
 from ops.services import BACKUP
 
 from .conftest import stack_cli, unique_name
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.stack
 
 def _json(done) -> dict:
     assert done.returncode == 0, done.stdout + done.stderr
-    return json.loads([line for line in done.stdout.splitlines() if line.startswith("{")][-1])
+    return last_json(done.stdout)
 
 
 def _backup(run, *extra: str) -> str:

@@ -117,6 +117,15 @@ def reason(output: str) -> str:
     return lines[-1] if lines else "(no output)"
 
 
+def daemon_workers_setting() -> int:
+    """AIIDA_DAEMON_WORKERS (the stack's daemon_workers setting), at least 1; 1 if it is not an integer."""
+    try:
+        return max(1, int(os.environ.get("AIIDA_DAEMON_WORKERS", "1")))
+    except ValueError:
+        log(f"AIIDA_DAEMON_WORKERS={os.environ['AIIDA_DAEMON_WORKERS']!r} is not an integer; using 1")
+        return 1
+
+
 def read_config() -> dict:
     """config.json as a dict ({} if it does not exist yet); cheap, no aiida import."""
     try:

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import shutil
 import signal
 import sys
@@ -119,7 +118,7 @@ def create(args) -> None:
     log(f"setting up profile {name!r} (database aiida_{name}, repository {repository})")
     try:
         profiles.setup_profile(name, password, broker, user, set_default=False, echo=echo)
-        workers = workers_setting()
+        workers = common.daemon_workers_setting()
         config_obj = profiles.load_config()
         profile = config_obj.get_profile(name)
         profile.set_option("daemon.default_workers", workers)
@@ -132,13 +131,6 @@ def create(args) -> None:
         reason = str(exc) if isinstance(exc, Exception) else "interrupted"
         raise CliError(1, f"setting up profile {name!r} failed, undone (database kept): {reason}") from None
     log(f"profile {name!r} created ({workers} daemon worker(s)){', the default' if set_default else ''}")
-
-
-def workers_setting() -> int:
-    try:
-        return max(1, int(os.environ.get("AIIDA_DAEMON_WORKERS", "1")))
-    except ValueError:
-        return 1
 
 
 def undo_create(name: str, repository) -> None:
@@ -207,7 +199,7 @@ def adopt(args) -> None:
         raise CliError(2, f"--options is not JSON: {exc}") from None
     _, broker = new_profile_context(name, password)
     options = {key: value for key, value in options.items() if isinstance(key, str)}
-    options.setdefault("daemon.default_workers", workers_setting())
+    options.setdefault("daemon.default_workers", common.daemon_workers_setting())
     entry = {
         "PROFILE_UUID": uuid.uuid4().hex,
         "default_user_email": args.email,

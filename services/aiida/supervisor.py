@@ -45,6 +45,7 @@ from common import (
     DISABLED_FILE,
     STACK_DIR,
     add_secret,
+    daemon_workers_setting,
     default_profile,
     is_held,
     log,
@@ -77,14 +78,6 @@ BROKER = {
 }
 
 stopping = threading.Event()
-
-
-def workers_wanted() -> int:
-    try:
-        return max(1, int(os.environ.get("AIIDA_DAEMON_WORKERS", "1")))
-    except ValueError:
-        log(f"AIIDA_DAEMON_WORKERS={os.environ['AIIDA_DAEMON_WORKERS']!r} is not an integer; using 1")
-        return 1
 
 
 def wait_for_services() -> None:
@@ -250,7 +243,7 @@ def main() -> int:
     write_broker_file()
     bootstrap()
     if profile_names():
-        profiles.sync_config(BOOTSTRAP_PROFILE, DB_PASSWORD, BROKER, workers_wanted())
+        profiles.sync_config(BOOTSTRAP_PROFILE, DB_PASSWORD, BROKER, daemon_workers_setting())
     removed = profiles.prune_config_copies()
     if removed:
         log(f"removed {removed} old timestamped copies of config.json (aiida-core makes one per store; 20 kept)")

@@ -6,12 +6,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
-import hashlib
 import os
 import shutil
 
 from stackbackup.aiida_config import database_name, load_config, profile_entry, repository_path
-from stackbackup.common import EXIT_INPUT, STEP_SECONDS, Fail, rand, run, say, step, utcnow
+from stackbackup.common import EXIT_INPUT, STEP_SECONDS, Fail, rand, run, say, sha256_text, step, utcnow
 from stackbackup.database import dump_database
 from stackbackup.layout import (
     BACKUPS,
@@ -26,7 +25,7 @@ from stackbackup.layout import (
     remove_tree,
     write_json_atomic,
 )
-from stackbackup.manifest import build_manifest, database_file_checksums, link_unchanged, usage
+from stackbackup.manifest import HASHES_FILE, build_manifest, database_file_checksums, link_unchanged, usage
 from stackbackup.prune import prune
 from stackbackup.repository import container_hashes, copy_container, hashes_text, open_backup_container
 
@@ -81,27 +80,27 @@ def cmd_backup(args: argparse.Namespace) -> dict:
                     hashes = container_hashes(container)
                     counts = container.count_objects()
                 text = hashes_text(hashes)
-                (live / "repository-hashes.txt").write_text(text)
+                (live / HASHES_FILE).write_text(text)
+                digest = sha256_text(text)  # the manifest's repository_digest
             with step("write config entry"):
                 own = {"default_profile": profile, "profiles": {profile: entry}}
-                for key in ("CONFIG_VERSION",):
-                    if key in config:
-                        own[key] = config[key]
+                if "CONFIG_VERSION" in config:
+                    own["CONFIG_VERSION"] = config["CONFIG_VERSION"]
                 write_json_atomic(live / "config.json", own, mode=0o600)
             with step("write manifest"):
                 database_files = database_file_checksums(live / "database")
-                own = {f"database/{name}": digest for name, digest in database_files.items()}
-                own["repository-hashes.txt"] = hashlib.sha256(text.encode()).hexdigest()
-                link_unchanged(live, previous, own)
+                files = {f"database/{name}": sha for name, sha in database_files.items()}
+                files[HASHES_FILE] = digest
+                link_unchanged(live, previous, files)
                 fd = os.open(live / READING, os.O_WRONLY | os.O_CREAT, 0o600)
                 os.close(fd)
                 bytes_total, bytes_new = usage(live, previous)
                 finished = utcnow()
-                manifest = build_manifest(step_seconds=dict(STEP_SECONDS),
+                manifest = build_manifest(
                     profile=profile, dbname=dbname, aiida_version=args.aiida_version, config=config, facts=facts,
-                    hashes=hashes, hashes_text=text, counts=counts, database_files=database_files,
-                    previous_id=previous_id, bytes_total=bytes_total, bytes_new=bytes_new, started=started,
-                    finished=finished)
+                    object_count=len(hashes), repository_digest=digest, counts=counts,
+                    database_files=database_files, previous_id=previous_id, bytes_total=bytes_total,
+                    bytes_new=bytes_new, started=started, finished=finished, step_seconds=dict(STEP_SECONDS))
                 write_json_atomic(live / "manifest.json", manifest)
             with step("publish"):
                 run(["sync", "-f", str(live)], what="sync")  # syncfs: the dump and the copied files

@@ -72,6 +72,10 @@ def run(argv: list[str], *, env: dict[str, str] | None = None, what: str | None 
     return done.stdout
 
 
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:

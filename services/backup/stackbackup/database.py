@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from stackbackup.common import EXIT_INPUT, Fail, rand, run, step, utcnow
 from stackbackup.layout import reading, resolve
-from stackbackup.manifest import read_manifest
+from stackbackup.manifest import hashes_file, read_manifest
 
 if TYPE_CHECKING:
     import psycopg
@@ -24,9 +24,20 @@ FROM db_dbnode WHERE repository_metadata IS NOT NULL AND repository_metadata != 
 """
 
 
+def restore_dump(folder: Path, dbname: str, *, role: str | None = None, env: dict[str, str] | None = None) -> None:
+    """pg_restore a backup's dump (2 jobs, no owner or privileges from the source) into database `dbname`."""
+    run(["pg_restore", "--jobs=2", "--no-owner", "--no-privileges", *([f"--role={role}"] if role else []),
+         "--exit-on-error", f"--dbname={dbname}", str(folder / "database")], env=env, what="pg_restore")
+
+
+def referenced_keys(conn: psycopg.Connection) -> set[str]:
+    """Every repository object key the nodes of a (restored) AiiDA database reference."""
+    return {row[0] for row in conn.execute(REFERENCED_KEYS_SQL)}
+
+
 def backed_up_hashes(folder: Path, manifest: dict) -> list[str]:
     """The object hashes a backup's repository holds, from its hash list (checked against the manifest)."""
-    path = folder / (manifest.get("repository_hashes_file") or "repository-hashes.txt")
+    path = folder / hashes_file(manifest)
     try:
         return path.read_text().split()
     except OSError as exc:
@@ -106,14 +117,13 @@ def cmd_restore_database(args: argparse.Namespace) -> dict:
             swapped = False
             try:
                 with step("load dump"):
-                    run(["pg_restore", "--jobs=2", "--no-owner", "--no-privileges", f"--role={owner}",
-                         "--exit-on-error", f"--dbname={staging}", str(folder / "database")], what="pg_restore")
+                    restore_dump(folder, staging, role=owner)
                 with step("check"), pg_connect(staging) as conn:
                     nodes = conn.execute("SELECT count(*) FROM db_dbnode").fetchone()[0]
                     schema = conn.execute("SELECT version_num FROM alembic_version").fetchone()[0]
                     if nodes != manifest.get("node_count"):
                         raise Fail(f"{nodes} nodes restored, the manifest says {manifest.get('node_count')}")
-                    referenced = {row[0] for row in conn.execute(REFERENCED_KEYS_SQL)}
+                    referenced = referenced_keys(conn)
                     objects = set(backed_up_hashes(folder, manifest))
                     if referenced - objects:
                         raise Fail(f"{len(referenced - objects)} objects referenced by nodes are not in the "

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import Any
 from stackbackup.common import Fail, files_under, iso, sha256_file
 
 MANIFEST_FORMAT = 1
+HASHES_FILE = "repository-hashes.txt"  # sorted object hashes of the copied container
 
 
 def read_manifest(folder: Path) -> dict:
@@ -22,6 +22,11 @@ def read_manifest(folder: Path) -> dict:
         raise Fail(f"{folder.name}: manifest.json missing") from None
     except (OSError, ValueError) as exc:
         raise Fail(f"{folder.name}: manifest.json unreadable: {exc}") from None
+
+
+def hashes_file(manifest: dict) -> str:
+    """The name of a backup's hash list, as its manifest records it."""
+    return manifest.get("repository_hashes_file") or HASHES_FILE
 
 
 def database_file_checksums(dump: Path) -> dict[str, str]:
@@ -41,7 +46,7 @@ def link_unchanged(live: Path, previous: Path | None, checksums: dict[str, str])
     except Fail:
         return
     before = {f"database/{name}": digest for name, digest in (manifest.get("database_files") or {}).items()}
-    before[manifest.get("repository_hashes_file") or "repository-hashes.txt"] = manifest.get("repository_digest")
+    before[hashes_file(manifest)] = manifest.get("repository_digest")
     for name, digest in checksums.items():
         old, new = previous / name, live / name
         if before.get(name) != digest or old.is_symlink() or not old.is_file():
@@ -69,7 +74,7 @@ def usage(folder: Path, previous: Path | None) -> tuple[int, int]:
 
 
 def build_manifest(*, profile: str, dbname: str, aiida_version: str | None, config: dict, facts: dict,
-                   hashes: list[str], hashes_text: str, counts: Any, database_files: dict[str, str],
+                   object_count: int, repository_digest: str, counts: Any, database_files: dict[str, str],
                    previous_id: str | None, bytes_total: int, bytes_new: int, started: dt.datetime,
                    finished: dt.datetime, step_seconds: dict[str, float]) -> dict:
     """The manifest of a new backup (format MANIFEST_FORMAT); `verified` stays None until `verify`."""
@@ -81,11 +86,11 @@ def build_manifest(*, profile: str, dbname: str, aiida_version: str | None, conf
         "config_version": config.get("CONFIG_VERSION"),
         "schema_version": facts["schema_version"],
         "node_count": facts["node_count"],
-        "repository_object_count": len(hashes),
+        "repository_object_count": object_count,
         "repository_objects": {"loose": counts.loose, "packed": counts.packed,
                                "pack_files": counts.pack_files},
-        "repository_digest": hashlib.sha256(hashes_text.encode()).hexdigest(),
-        "repository_hashes_file": "repository-hashes.txt",
+        "repository_digest": repository_digest,
+        "repository_hashes_file": HASHES_FILE,
         "database_format": "pg_dump directory (pg_restore -j N)",
         "database_files": database_files,
         "previous": previous_id,

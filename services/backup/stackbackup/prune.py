@@ -49,10 +49,9 @@ def remove_backup(profile: str, ident: str) -> bool:
     return True
 
 
-def prune_tiered(profile: str, *, last: int, daily: int, weekly: int, monthly: int,
-                 protect: set[str] = frozenset(), dry_run: bool = False) -> dict:
+def prune_tiered(profile: str, *, last: int, daily: int, weekly: int, monthly: int, dry_run: bool = False) -> dict:
     """Tiered retention (see stackbackup.retention); never `latest`'s target, the newest verified
-    backup, one in `protect`, or one being read. Call with the global lock held."""
+    backup, or one being read. Call with the global lock held."""
     rows = published(profile)
     current = latest_id(profile)
     times = {}
@@ -67,9 +66,6 @@ def prune_tiered(profile: str, *, last: int, daily: int, weekly: int, monthly: i
     for ident, why in ((current, "latest"), (newest_verified, "newest verified")):
         if ident:
             reasons.setdefault(ident, []).append(why)
-    for ident in protect:
-        if ident in times:
-            reasons.setdefault(ident, []).append("protected")
     pruned, busy = [], []
     for ident, _ in rows:
         if ident in reasons:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import os
 import shutil
 import sqlite3
@@ -15,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from stackbackup.common import EXIT_INPUT, Fail, rand, run, say, sha256_file, step, utcnow
+from stackbackup.common import EXIT_INPUT, Fail, rand, run, say, sha256_file, sha256_text, step, utcnow
 from stackbackup.layout import AIIDA_HOME, AIIDA_HOME_RW, fsync_dir, reading, remove_tree, resolve
 from stackbackup.manifest import read_manifest
 
@@ -247,7 +246,7 @@ def cmd_restore_repository(args: argparse.Namespace) -> dict:
                 copy_tree(folder / "repository" / "container", staging / "container", 0o755, 0o644)
             with step("check"), Container(staging / "container") as container:
                 hashes = container_hashes(container)
-                digest = hashlib.sha256(hashes_text(hashes).encode()).hexdigest()
+                digest = sha256_text(hashes_text(hashes))
                 if digest != manifest.get("repository_digest"):
                     raise Fail(f"the copied container holds {len(hashes)} objects, not the "
                                f"{manifest.get('repository_object_count')} of the backup (digest differs)")

@@ -5,16 +5,26 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import os
 import sys
 import time
 from pathlib import Path
 
-from stackbackup.common import EXIT_FAIL, EXIT_OK, Fail, files_under, iso, rand, run, say, sha256_file, utcnow
-from stackbackup.database import REFERENCED_KEYS_SQL, pg_connect
+from stackbackup.common import (
+    EXIT_FAIL,
+    EXIT_OK,
+    Fail,
+    files_under,
+    iso,
+    rand,
+    say,
+    sha256_file,
+    sha256_text,
+    utcnow,
+)
+from stackbackup.database import pg_connect, referenced_keys, restore_dump
 from stackbackup.layout import reading, resolve, write_json_atomic
-from stackbackup.manifest import MANIFEST_FORMAT, read_manifest
+from stackbackup.manifest import MANIFEST_FORMAT, hashes_file, read_manifest
 from stackbackup.repository import container_hashes, hashes_text, open_backup_container
 
 
@@ -61,19 +71,19 @@ def check_database_files(folder: Path, manifest: dict, checks: Checks) -> None:
 
 def check_repository(folder: Path, manifest: dict, checks: Checks) -> set[str] | None:
     """Checks of the backed-up container; returns its set of object hashes (None if unreadable)."""
-    hashes_file = folder / (manifest.get("repository_hashes_file") or "repository-hashes.txt")
+    hashes_path = folder / hashes_file(manifest)
     try:
-        text = hashes_file.read_text()
+        text = hashes_path.read_text()
     except OSError as exc:
-        checks.add("repository_hash_list", False, f"{hashes_file.name} unreadable: {exc}")
+        checks.add("repository_hash_list", False, f"{hashes_path.name} unreadable: {exc}")
         text = None
     if text is not None:
         listed = text.split()
-        digest = hashlib.sha256(text.encode()).hexdigest()
+        digest = sha256_text(text)
         checks.add("repository_hash_list",
                    digest == manifest.get("repository_digest") and len(listed) == manifest.get(
                        "repository_object_count"),
-                   f"{hashes_file.name}: {len(listed)} hashes, digest "
+                   f"{hashes_path.name}: {len(listed)} hashes, digest "
                    f"{'matches' if digest == manifest.get('repository_digest') else 'DIFFERS from'} the manifest")
     else:
         listed = []
@@ -85,7 +95,7 @@ def check_repository(folder: Path, manifest: dict, checks: Checks) -> set[str] |
                        f"missing from the container: {few(missing)}" if missing
                        else f"all {len(listed)} listed objects are in the container")
             own = container_hashes(container)
-            own_digest = hashlib.sha256(hashes_text(own).encode()).hexdigest()
+            own_digest = sha256_text(hashes_text(own))
             unlisted = set(own) - set(listed)
             checks.add("repository_digest", own_digest == manifest.get("repository_digest"),
                        f"the container's {len(own)} objects match the manifest's digest"
@@ -132,8 +142,7 @@ def check_restored_database(folder: Path, manifest: dict, objects: set[str] | No
             env["PGPASSWORD"] = password
         start = time.monotonic()
         try:
-            run(["pg_restore", "--jobs=2", "--no-owner", "--no-privileges", "--exit-on-error",
-                 f"--dbname={name}", str(folder / "database")], env=env, what="pg_restore")
+            restore_dump(folder, name, env=env)
         except Fail as exc:
             checks.add("database_restore", False, str(exc))
             return
@@ -143,7 +152,7 @@ def check_restored_database(folder: Path, manifest: dict, objects: set[str] | No
             nodes = conn.execute("SELECT count(*) FROM db_dbnode").fetchone()[0]
             checks.add("node_count", nodes == manifest.get("node_count"),
                        f"{nodes} nodes restored, manifest says {manifest.get('node_count')}")
-            referenced = {row[0] for row in conn.execute(REFERENCED_KEYS_SQL)}
+            referenced = referenced_keys(conn)
         if objects is None:
             checks.add("database_references", False,
                        f"{len(referenced)} objects referenced; the backup's container could not be read")
