@@ -1,38 +1,31 @@
-"""aiida-stack tasks: `./stack --list`, `./stack <task> --help`.
+"""aiida-stack tasks: `./stack --list`, `./stack <task> --help` (or `invoke ...`, the same).
 
-A menu: each task is a few lines calling the library in ops/.
+A menu: each task is a few lines calling the library in ops/. Every option declares its type
+(ops/inputs.py): bad input is refused with exit 2 before anything runs.
 """
 
 from __future__ import annotations
 
-import functools
-import shlex
-import subprocess
-import sys
-from pathlib import Path
+from ops import handover
 
-from invoke import Collection, Exit, task
+handover.into_venv()  # an invoke outside .venv (pip, pipx, system) continues as ./stack
 
-from ops import backups, console, daemon, lifecycle, options, profiles, runner, settings
-from ops import bench as bench_ops
-from ops.compose import Stack
-from ops.errors import StackError
-from ops.services import SERVICES
-from ops.settings import ROOT
+import shlex  # noqa: E402 - after the hand-over: ops/ needs the packages of .venv
+import subprocess  # noqa: E402
+import sys  # noqa: E402
 
+from invoke import Collection, Exit  # noqa: E402
 
-def reported(fn):
-    """StackError → its message in red and its exit code, no traceback."""
+from ops import backups, console, daemon, lifecycle, options, profiles, runner, settings  # noqa: E402
+from ops import bench as bench_ops  # noqa: E402
+from ops.cli import stack_task  # noqa: E402
+from ops.compose import Stack  # noqa: E402
+from ops.errors import StackError  # noqa: E402
+from ops.inputs import BackupId, Choice, Count, Email, Flag, HostFile, OptionName, Profile, Text  # noqa: E402
+from ops.services import SERVICES  # noqa: E402
+from ops.settings import ROOT  # noqa: E402
 
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except StackError as exc:
-            console.err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
-            raise Exit(code=exc.code) from None
-
-    return wrapper
+PROFILE = Profile("AiiDA profile (default: the default profile)")
 
 
 def _remainder(c) -> list[str]:
@@ -42,8 +35,7 @@ def _remainder(c) -> list[str]:
     return shlex.split(c.remainder)
 
 
-@task
-@reported
+@stack_task()
 def up(c):
     """Start the stack: set up what is missing, start, wait until healthy, show the status.
 
@@ -54,60 +46,53 @@ def up(c):
     console.out.print(lifecycle.status(s))
 
 
-@task(help={"volumes": "also delete the data volumes (databases, broker, repositories); backups are kept",
-            "yes": "confirm --volumes without a prompt"})
-@reported
+@stack_task(options={
+    "volumes": Flag("also delete the data volumes (databases, broker, repositories); backups are kept"),
+    "yes": Flag("confirm --volumes without a prompt")})
 def down(c, volumes=False, yes=False):
     """Stop the stack (containers removed); data volumes stay unless --volumes (asks to confirm)."""
     lifecycle.down(settings.load(), volumes=volumes, yes=yes)
 
 
-@task
-@reported
+@stack_task()
 def status(c):
     """Show each service's state/health, aiida-core version, profiles, daemon workers, active processes."""
     console.out.print(lifecycle.status(settings.load()))
 
 
-@task(help={"service": f"one of {', '.join(SERVICES)} (default: all)", "follow": "keep following"})
-@reported
-def logs(c, service="", follow=False):
+@stack_task(options={"service": Choice(f"one of {', '.join(SERVICES)} (default: all)", choices=SERVICES),
+                     "follow": Flag("keep following")})
+def logs(c, service=None, follow=False):
     """Show the services' logs."""
-    if service and service not in SERVICES:
-        raise StackError(f"unknown service {service!r}; one of {', '.join(SERVICES)}", code=2)
     Stack(settings.load()).run("logs", *(["--follow"] if follow else []), *([service] if service else []))
 
 
-@task
-@reported
+@stack_task()
 def build(c):
     """Build the four images (sets up engine, Compose and base image first if needed)."""
     lifecycle.build(lifecycle.prepare(settings.load()))
 
 
-@task(help={"profile": "AiiDA profile (default: the default profile)"})
-@reported
-def verdi(c, profile=""):
+@stack_task(options={"profile": PROFILE})
+def verdi(c, profile=None):
     """Run verdi in the aiida container: ./stack verdi [--profile P] -- ARGS (stdin, exit code pass through)."""
     argv = ["verdi", *(["-p", profile] if profile else []), *_remainder(c)]
     raise Exit(code=Stack(settings.load()).exec_aiida(argv, interactive=True).returncode)
 
 
-@task(help={"script": "local Python script", "profile": "AiiDA profile (default: the default profile)"})
-@reported
-def run(c, script, profile=""):
+@stack_task(options={"script": HostFile("local Python script"), "profile": PROFILE})
+def run(c, script, profile=None):
     """Run a local Python script in the aiida container with the profile loaded (like verdi run).
 
     ./stack run SCRIPT [--profile P] [-- ARGS]. The exit code passes through."""
-    stack = Stack(settings.load())
-    code, _ = runner.run_script(stack, Path(script), _remainder(c), profile=profile or None)
+    code, _ = runner.run_script(Stack(settings.load()), script, _remainder(c), profile=profile)
     raise Exit(code=code)
 
 
-@task(name="engine", default=True,
-      help={"n": "number of core.arithmetic.add calculations", "workers": "daemon workers during the run",
-            "time-up": "first stop the stack (volumes kept) and time a warm `up` until healthy"})
-@reported
+@stack_task(name="engine", default=True, options={
+    "n": Count("number of core.arithmetic.add calculations", maximum=100_000),
+    "workers": Count("daemon workers during the run", maximum=64),
+    "time_up": Flag("first stop the stack (volumes kept) and time a warm `up` until healthy")})
 def bench_engine(c, n=100, workers=2, time_up=False):
     """Engine benchmark (AiiDA docs): N ArithmeticAdd calculations through the daemon, seconds/process.
 
@@ -116,23 +101,22 @@ def bench_engine(c, n=100, workers=2, time_up=False):
     bench_ops.engine_benchmark(settings.load(), n=n, workers=workers, time_up=time_up)
 
 
-@task(name="backup", help={"nodes": "nodes to generate (data nodes and the calcfunctions they feed)",
-                           "megabytes": "megabytes of files (random bytes) spread over the file nodes",
-                           "files": "how many nodes carry a file (default: a tenth of the nodes)",
-                           "keep": "keep the generated profiles and their backups afterwards"})
-@reported
-def bench_backup(c, nodes=20000, megabytes=1024, files=0, keep=False):
+@stack_task(name="backup", options={
+    "nodes": Count("nodes to generate (data nodes and the calcfunctions they feed)", maximum=10_000_000),
+    "megabytes": Count("megabytes of files (random bytes) spread over the file nodes", maximum=1_000_000),
+    "files": Count("how many nodes carry a file (default: a tenth of the nodes)", maximum=10_000_000),
+    "keep": Flag("keep the generated profiles and their backups afterwards")})
+def bench_backup(c, nodes=20000, megabytes=1024, files=None, keep=False):
     """Backup benchmark: full backup, unchanged incremental, restore, against pg_dump + cp -a.
 
     Generates a profile of NODES nodes and MEGABYTES of files, backs it up twice (full, then unchanged),
     restores the latest into a new profile, and times plain pg_dump + cp -a of the same data before and
     after. Prints the figures with the targets; removes what it made unless --keep."""
-    bench_ops.backup_benchmark(settings.load(), nodes=nodes, megabytes=megabytes, files=files, keep=keep)
+    bench_ops.backup_benchmark(settings.load(), nodes=nodes, megabytes=megabytes, files=files or 0, keep=keep)
 
 
-@task(help={"k": "only tests matching this pytest -k expression"})
-@reported
-def test(c, k=""):
+@stack_task(options={"k": Text("only tests matching this pytest -k expression", max_length=1000)})
+def test(c, k=None):
     """Run the whole test suite (unit + testcontainers integration), preparing engine and images first.
 
     Extra pytest arguments go after `--`, e.g. ./stack test -- -x -k restart."""
@@ -148,26 +132,29 @@ def _stack() -> Stack:
 # ---------------------------------------------------------------------------------------- profile.*
 
 
-@task(name="list")
-@reported
+@stack_task(name="list")
 def profile_list(c):
     """List the profiles: default marked, node count, database, repository."""
     console.out.print(lifecycle.profiles_table(profiles.info(_stack())))
 
 
-@task(name="show")
-@reported
+@stack_task(name="show", options={"name": Profile("the profile")})
 def profile_show(c, name):
     """Show a profile: storage backend, database, repository, broker, user (passwords redacted)."""
     console.out.print(lifecycle.profile_details(profiles.get(_stack(), name)))
 
 
-@task(name="create", help={"name": "profile name: lowercase letters, digits, _ (names role/database aiida_NAME)",
-                           "email": "AiiDA user email (default: the user_email setting)",
-                           "first-name": "(default: setting)", "last-name": "(default: setting)",
-                           "institution": "(default: setting)", "set-default": "make it the default profile"})
-@reported
-def profile_create(c, name, email="", first_name="", last_name="", institution="", set_default=False):
+_user = "(default: the user_{} setting)"
+
+
+@stack_task(name="create", options={
+    "name": Profile("new profile: lowercase letters, digits, _ (names role/database aiida_NAME)", must="not-exist"),
+    "email": Email(f"AiiDA user email {_user.format('email')}"),
+    "first_name": Text(_user.format("first_name"), max_length=100),
+    "last_name": Text(_user.format("last_name"), max_length=100),
+    "institution": Text(_user.format("institution"), max_length=200),
+    "set_default": Flag("make it the default profile")})
+def profile_create(c, name, email=None, first_name=None, last_name=None, institution=None, set_default=False):
     """Create a profile: own PostgreSQL role (generated password) and UTF8 database, repository, broker,
     localhost computer."""
     s = settings.load()
@@ -175,17 +162,16 @@ def profile_create(c, name, email="", first_name="", last_name="", institution="
                     last_name or s.user_last_name, institution or s.user_institution, set_default)
 
 
-@task(name="delete", help={"name": "the profile", "skip-db": "keep its database and role",
-                           "skip-repository": "keep its file repository", "yes": "do not ask",
-                           "set-default": "the profile that becomes default (needed to delete the default)"})
-@reported
-def profile_delete(c, name, skip_db=False, skip_repository=False, yes=False, set_default=""):
+@stack_task(name="delete", options={
+    "name": Profile("the profile"), "skip_db": Flag("keep its database and role"),
+    "skip_repository": Flag("keep its file repository"), "yes": Flag("do not ask"),
+    "set_default": Profile("the profile that becomes default (needed to delete the default)")})
+def profile_delete(c, name, skip_db=False, skip_repository=False, yes=False, set_default=None):
     """Delete a profile: config entry, database + role and repository unless skipped (asks to confirm)."""
-    profiles.delete(_stack(), name, skip_db, skip_repository, yes, set_default)
+    profiles.delete(_stack(), name, skip_db, skip_repository, yes, set_default or "")
 
 
-@task(name="set-default")
-@reported
+@stack_task(name="set-default", options={"name": Profile("the profile")})
 def profile_set_default(c, name):
     """Make NAME the default profile; the daemon then serves it."""
     profiles.set_default_profile(_stack(), name)
@@ -193,117 +179,115 @@ def profile_set_default(c, name):
 
 # ---------------------------------------------------------------------------------------- config.*
 
-_where = {"global": "at the global level (all profiles)", "profile": "profile (default: the default profile)",
-          "restart": "restart the daemon if the option needs it"}
+_option = OptionName("an AiiDA option, e.g. daemon.default_workers (./stack config.list)")
+_global = Flag("at the global level (all profiles)")
+_restart = Flag("restart the daemon if the option needs it")
+_level = [("global_", "profile")]
 
 
-@task(name="list", help={"prefix": "only options starting with this", "profile": _where["profile"]})
-@reported
-def config_list(c, prefix="", profile=""):
+@stack_task(name="list", options={"prefix": OptionName("only options starting with this", prefix=True),
+                                  "profile": PROFILE})
+def config_list(c, prefix=None, profile=None):
     """List configuration options: name, source (profile/global/default), value."""
-    raise Exit(code=options.verdi_config(_stack(), "list", *([prefix] if prefix else []), profile=profile))
+    raise Exit(code=options.verdi_config(_stack(), "list", *([prefix] if prefix else []), profile=profile or ""))
 
 
-@task(name="show", help={"profile": _where["profile"]})
-@reported
-def config_show(c, option, profile=""):
+@stack_task(name="show", options={"option": _option, "profile": PROFILE})
+def config_show(c, option, profile=None):
     """Show an option: its schema and its value at each level."""
     stack = _stack()
     options.check(stack, option)
-    raise Exit(code=options.verdi_config(stack, "show", option, profile=profile))
+    raise Exit(code=options.verdi_config(stack, "show", option, profile=profile or ""))
 
 
-@task(name="get", help={"profile": _where["profile"]})
-@reported
-def config_get(c, option, profile=""):
+@stack_task(name="get", options={"option": _option, "profile": PROFILE})
+def config_get(c, option, profile=None):
     """Print an option's effective value."""
     stack = _stack()
     options.check(stack, option)
-    raise Exit(code=options.verdi_config(stack, "get", option, profile=profile))
+    raise Exit(code=options.verdi_config(stack, "get", option, profile=profile or ""))
 
 
-@task(name="set", help=_where)
-@reported
-def config_set(c, option, value, global_=False, profile="", restart=False):
+@stack_task(name="set", conflicts=_level, options={
+    "option": _option, "value": Text("the new value (checked against AiiDA's schema)", max_length=1000),
+    "global_": _global, "profile": PROFILE, "restart": _restart})
+def config_set(c, option, value, global_=False, profile=None, restart=False):
     """Set an option for a profile (or --global) after validating it against AiiDA's schema."""
-    options.set_option(_stack(), option, value, global_, profile, restart)
+    options.set_option(_stack(), option, value, global_, profile or "", restart)
 
 
-@task(name="unset", help=_where)
-@reported
-def config_unset(c, option, global_=False, profile="", restart=False):
+@stack_task(name="unset", conflicts=_level, options={
+    "option": _option, "global_": _global, "profile": PROFILE, "restart": _restart})
+def config_unset(c, option, global_=False, profile=None, restart=False):
     """Remove an option's value at the profile (or --global) level."""
-    options.unset_option(_stack(), option, global_, profile, restart)
+    options.unset_option(_stack(), option, global_, profile or "", restart)
 
 
 # ---------------------------------------------------------------------------------------- daemon.*
 
 
-@task(name="status")
-@reported
+@stack_task(name="status")
 def daemon_status(c):
     """Show the daemon of the default profile and its workers (verdi daemon status)."""
     daemon.status(_stack())
 
 
-@task(name="start")
-@reported
+@stack_task(name="start")
 def daemon_start(c):
     """Start the daemon (and let the service supervise it again)."""
     daemon.start(_stack())
 
 
-@task(name="stop")
-@reported
+@stack_task(name="stop")
 def daemon_stop(c):
     """Stop the daemon and keep it stopped until daemon.start (the service reports unhealthy meanwhile)."""
     daemon.stop(_stack())
 
 
-@task(name="restart")
-@reported
+@stack_task(name="restart")
 def daemon_restart(c):
     """Restart the daemon (needed after changing options that affect it)."""
     daemon.restart(_stack())
 
 
-@task(name="incr")
-@reported
+@stack_task(name="incr", options={"number": Count("workers to add", maximum=64)})
 def daemon_incr(c, number=1):
-    """Add workers to the running daemon (until restart; persist with config.set daemon.default_workers)."""
+    """Add workers to the running daemon; they stay until daemon.decr or a restart.
+
+    To keep more workers for good: ./stack config.set daemon.default_workers N --restart."""
     daemon.change_workers(_stack(), number)
 
 
-@task(name="decr")
-@reported
+@stack_task(name="decr", options={"number": Count("workers to remove", maximum=64)})
 def daemon_decr(c, number=1):
-    """Remove workers from the running daemon."""
+    """Remove workers added by daemon.incr (the daemon keeps at least its daemon.default_workers)."""
     daemon.change_workers(_stack(), -number)
 
 
 # ---------------------------------------------------------------------------------------- backup.*
 
+_owner = "profile the backup belongs to (default: the default profile)"
 
-@task(name="run", default=True, help={"profile": "profile to back up (default: the default profile)",
-                                     "all": "every profile", "keep": "afterwards keep only the newest N backups"})
-@reported
-def backup_run(c, profile="", all_=False, keep=0):
+
+@stack_task(name="run", default=True, conflicts=[("profile", "all_")], options={
+    "profile": Profile("profile to back up (default: the default profile)"), "all_": Flag("every profile"),
+    "keep": Count("afterwards keep only the newest N backups of the profile")})
+def backup_run(c, profile=None, all_=False, keep=None):
     """Back up profiles online: database first (pg_dump), repository after (hard-linked increments), verified
     checksums in a manifest; published atomically."""
     stack = _stack()
-    backups.backup(stack, backups.profile_names(stack, profile, all_), keep or None)
+    backups.backup(stack, backups.profile_names(stack, profile or "", all_), keep)
 
 
-@task(name="list", help={"profile": "only this profile"})
-@reported
-def backup_list(c, profile=""):
+@stack_task(name="list", options={"profile": Profile("only this profile", must="exist-or-have-backups")})
+def backup_list(c, profile=None):
     """List backups: id, time, size, new bytes, nodes, verified."""
-    console.out.print(backups.listing(_stack(), profile))
+    console.out.print(backups.listing(_stack(), profile or ""))
 
 
-@task(name="verify", help={"profile": "profile the backup belongs to (default: the default profile)"})
-@reported
-def backup_verify(c, id="latest", profile=""):
+@stack_task(name="verify", options={"id": BackupId("backup id or latest"),
+                                    "profile": Profile(_owner, must="exist-or-have-backups")})
+def backup_verify(c, id="latest", profile=None):
     """Verify a backup: checksums, repository objects, restore into a throwaway PostgreSQL, node count."""
     stack = _stack()
     result = backups.verify(stack, profile or profiles.info(stack)["default"], id)
@@ -312,13 +296,13 @@ def backup_verify(c, id="latest", profile=""):
         raise StackError(f"backup {result.get('id', id)} failed verification")
 
 
-@task(help={"id": "backup id or latest", "profile": "profile the backup belongs to (default: the default profile)",
-            "as": "restore into this profile instead (created if missing)",
-            "yes": "replace a profile that holds data (a safety backup is taken first)"})
-@reported
-def restore(c, id="latest", profile="", as_="", yes=False):
+@stack_task(options={
+    "id": BackupId("backup id or latest"), "profile": Profile(_owner, must="exist-or-have-backups"),
+    "as_": Profile("restore into this profile instead (created if missing)", must=None),
+    "yes": Flag("replace a profile that holds data (a safety backup is taken first)")})
+def restore(c, id="latest", profile=None, as_=None, yes=False):
     """Restore a backup: verify → stop daemon → safety backup → load → migrate/repair → check → start."""
-    console.out.print(backups.restore(_stack(), id, profile, as_, yes))
+    console.out.print(backups.restore(_stack(), id, profile or "", as_ or "", yes))
 
 
 ns = Collection(up, down, status, logs, build, verdi, run, test, restore)

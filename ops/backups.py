@@ -20,9 +20,10 @@ from docker.errors import DockerException
 from rich.table import Table
 from tenacity import Retrying, retry_if_result, stop_after_delay, wait_fixed
 
-from ops import console, daemon, engine, profiles, secrets
+from ops import completion_cache, console, daemon, engine, profiles, secrets
 from ops.compose import Stack, json_result, last_json
 from ops.errors import StackError
+from ops.rules import LATEST, database_name
 from ops.services import AIIDA_HOME_IN_AIIDA, AIIDA_HOME_RW_IN_BACKUP, BACKUP, POSTGRES
 
 ENGINE = "stack-backup"
@@ -79,11 +80,22 @@ def profile_names(stack: Stack, profile: str, every: bool) -> list[str]:
     return [profiles.get(stack, profile)["name"] if profile else listing["default"]]
 
 
-def listing(stack: Stack, profile: str) -> Table:
+def ids(stack: Stack, profile: str) -> list[str]:
+    """The published backup ids of `profile`, newest first."""
+    return [b["id"] for b in published(stack, profile)]
+
+
+def published(stack: Stack, profile: str = "") -> list[dict]:
     args = ["list", *(["--profile", profiles.validate_name(profile)] if profile else [])]
+    found = engine_call(stack, *args)["backups"]
+    completion_cache.write("backups", [LATEST, *(b["id"] for b in found)])
+    return found
+
+
+def listing(stack: Stack, profile: str) -> Table:
     table = Table("profile", "id", "finished (UTC)", "size", "new", "nodes", "verified", title="backups",
                   title_justify="left")
-    for b in engine_call(stack, *args)["backups"]:
+    for b in published(stack, profile):
         verified = {True: "[green]yes[/]", False: "[red]FAILED[/]", None: "no"}[b["verified"]]
         table.add_row(b["profile"], b["id"] + (" (latest)" if b["latest"] else ""), b["finished_at"],
                       _size(b["bytes_total"]), _size(b["bytes_new"]), str(b["node_count"]), verified)
@@ -144,7 +156,7 @@ def checks_table(result: dict) -> Table:
 
 
 def find(stack: Stack, profile: str, ident: str) -> dict:
-    for b in engine_call(stack, "list", "--profile", profile)["backups"]:
+    for b in published(stack, profile):
         if b["id"] == ident or (ident == "latest" and b["latest"]):
             return b
     raise StackError(f"no backup {ident!r} of profile {profile!r}", code=2)
@@ -219,7 +231,7 @@ def _load(stack: Stack, source: str, ident: str, target: str) -> dict:
     console.note("load: database (pg_restore into a staging database) and repository (rsync), in parallel")
     with ThreadPoolExecutor(max_workers=2) as pool:
         database = pool.submit(engine_call, stack, "restore-database", "--profile", source, ident,
-                               "--target-db", f"aiida_{target}", "--owner", f"aiida_{target}", "--replace")
+                               "--target-db", database_name(target), "--owner", database_name(target), "--replace")
         repository = pool.submit(engine_call_writable, stack, "restore-repository", "--profile", source, ident,
                                  "--target-path", f"{AIIDA_HOME_RW_IN_BACKUP}/repository/{target}", "--replace")
         database, repository = database.result(), repository.result()

@@ -6,8 +6,9 @@ The service restarts a daemon that dies; an intentional stop leaves a marker tha
 from __future__ import annotations
 
 from ops import console, profiles, wait
-from ops.compose import Stack
+from ops.compose import Stack, json_result
 from ops.errors import StackError
+from ops.inputs import InputError
 from ops.services import AIIDA, AIIDA_HOME_IN_AIIDA
 
 DISABLED_MARKER = f"{AIIDA_HOME_IN_AIIDA}/stack/daemon.disabled"
@@ -64,7 +65,23 @@ def restart(stack: Stack) -> None:
     wait.until_healthy(stack, [AIIDA], RECOVERY_TIMEOUT)
 
 
+def workers(stack: Stack) -> dict:
+    """{"profile", "running", "configured"}: the default profile's daemon workers now and its
+    daemon.default_workers (the count the service keeps)."""
+    done = stack.exec_aiida([profiles.PROFILE_CLI, "workers"], capture=True)
+    return json_result(done.returncode, done.stdout, "counting the daemon workers", done.stderr)
+
+
 def change_workers(stack: Stack, delta: int) -> None:
+    """Add (delta > 0) or remove workers; removing never goes below daemon.default_workers."""
     if delta == 0:
-        raise StackError("the number of workers to add or remove must be at least 1", code=2)
+        raise InputError("--number", "must be at least 1")
+    if delta < 0:
+        count = workers(stack)
+        left = count["running"] + delta
+        if left < count["configured"]:
+            raise InputError("--number", f"would leave {max(left, 0)} worker(s), fewer than daemon.default_workers "
+                             f"({count['configured']}) of profile {count['profile']!r}, which the service keeps "
+                             f"(running now: {count['running']}); to run fewer for good: "
+                             "./stack config.set daemon.default_workers N --restart")
     verdi_daemon(stack, "incr" if delta > 0 else "decr", str(abs(delta)))

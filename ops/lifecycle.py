@@ -117,7 +117,7 @@ def status(settings: Settings) -> Group:
     latest = {}
     if states.get(BACKUP, {}).get("state") == "running":
         with contextlib.suppress(StackError):
-            for b in backups.engine_call(stack, "list")["backups"]:
+            for b in backups.published(stack):
                 latest.setdefault(b["profile"], b)
     return Group(table, profiles_table(listing, latest))
 

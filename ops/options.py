@@ -5,6 +5,7 @@ from __future__ import annotations
 from ops import console, daemon
 from ops.compose import Stack, json_result
 from ops.errors import StackError
+from ops.inputs import InputError
 from ops.runner import SCRIPTS, run_script
 
 
@@ -20,14 +21,14 @@ def check(stack: Stack, option: str, value: str | None = None) -> dict:
     code, out = run_script(stack, SCRIPTS / "check_option.py", args, capture=True)
     verdict = json_result(code, out, f"validating {option} in the aiida service")
     if not verdict["ok"]:
-        raise StackError(f"{verdict['error']}; config.json unchanged", code=2)
+        raise InputError(f"--{verdict['field']}", verdict["error"])
     return verdict
 
 
 def set_option(stack: Stack, option: str, value: str, is_global: bool, profile: str, restart: bool) -> None:
     verdict = check(stack, option, value)
     if verdict["global_only"] and not is_global:
-        raise StackError(f"{option} can only be set globally: add --global; config.json unchanged", code=2)
+        raise InputError("--option", f"{option} can only be set globally: add --global")
     if verdi_config(stack, "set", option, value, *(["--global"] if is_global else []), profile=profile):
         raise StackError(f"verdi config set {option} failed")
     _after_change(stack, option, verdict, restart)

@@ -8,18 +8,17 @@ refuses what would lose data without confirmation.
 from __future__ import annotations
 
 import contextlib
-import re
 import secrets as token
 import sys
 from pathlib import Path
 
 from tenacity import Retrying, retry_if_result, stop_after_delay, wait_fixed
 
-from ops import console, secrets, wait
+from ops import completion_cache, console, secrets, wait
 from ops.compose import Stack, json_result
 from ops.errors import StackError
+from ops.rules import database_name, profile_problem
 from ops.services import AIIDA
-from ops.settings import PROFILE_RE
 
 PROFILE_CLI = "aiida-stack-profile"
 DATABASE_CLI = "stack-profile-db"
@@ -27,17 +26,26 @@ SWITCH_TIMEOUT = 120
 
 
 def validate_name(name: str) -> str:
-    if not re.fullmatch(PROFILE_RE, name):
-        raise StackError(f"invalid profile name {name!r}: use lowercase letters, digits and _, starting with a "
-                         "letter, at most 41 characters (it names the PostgreSQL role and database aiida_<name>)",
-                         code=2)
+    problem = profile_problem(name)
+    if problem:
+        raise StackError(problem, code=2)
     return name
 
 
 def info(stack: Stack) -> dict:
     """{"default": name, "profiles": [...]} from the aiida service; passwords are never included."""
     done = stack.exec_aiida([PROFILE_CLI, "info"], capture=True)
-    return json_result(done.returncode, done.stdout, "listing the profiles", done.stderr)
+    listing = json_result(done.returncode, done.stdout, "listing the profiles", done.stderr)
+    completion_cache.write("profiles", (p["name"] for p in listing["profiles"]))
+    return listing
+
+
+def names(stack: Stack) -> dict:
+    """{"default": name, "profiles": [names]}: config.json only, no database (fast)."""
+    done = stack.exec_aiida([PROFILE_CLI, "names"], capture=True)
+    listing = json_result(done.returncode, done.stdout, "listing the profile names", done.stderr)
+    completion_cache.write("profiles", listing["profiles"])
+    return listing
 
 
 def get(stack: Stack, name: str) -> dict:
@@ -81,16 +89,16 @@ def create_database(stack: Stack, name: str) -> str:
     done = stack.exec_postgres([DATABASE_CLI, "create", name], input=password + "\n")
     if done.returncode != 0:
         stored.unlink(missing_ok=True)
-        raise StackError(f"could not create role and database aiida_{name}: {done.stderr.strip()}",
+        raise StackError(f"could not create role and database {database_name(name)}: {done.stderr.strip()}",
                          code=2 if done.returncode == 3 else 1)
-    console.step(f"PostgreSQL role and database aiida_{name} (UTF8, owner only)")
+    console.step(f"PostgreSQL role and database {database_name(name)} (UTF8, owner only)")
     return password
 
 
 def drop_database(stack: Stack, name: str) -> None:
     done = stack.exec_postgres([DATABASE_CLI, "drop", name])
     if done.returncode != 0:
-        raise StackError(f"could not drop database aiida_{name}: {done.stderr.strip()}")
+        raise StackError(f"could not drop database {database_name(name)}: {done.stderr.strip()}")
     password_file(stack, name).unlink(missing_ok=True)
 
 
@@ -140,7 +148,7 @@ def delete(stack: Stack, name: str, skip_db: bool, skip_repository: bool, yes: b
     console.step(f"profile {name} removed from config.json" + ("" if skip_repository else " with its repository"))
     if not skip_db:
         drop_database(stack, name)
-        console.step(f"database and role aiida_{name} dropped")
+        console.step(f"database and role {database_name(name)} dropped")
 
 
 def _confirm(question: str, name: str, yes: bool) -> None:

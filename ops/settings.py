@@ -21,12 +21,12 @@ from pydantic_settings import (
 )
 
 from ops.errors import StackError
+from ops.rules import PROFILE_PATTERN
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV_PREFIX = "AIIDA_STACK_"
 SETTINGS_FILE_ENV = "AIIDA_STACK_SETTINGS"
 NAME_RE = r"^[a-z0-9][a-z0-9_-]{0,62}$"
-PROFILE_RE = r"^[a-z][a-z0-9_]{0,40}$"
 # "off", an interval ("30m", "6h", "1d") or a five-field cron expression (UTC)
 SCHEDULE_RE = r"^(off|\d+[smhd]|\S+ \S+ \S+ \S+ \S+)$"
 
@@ -48,7 +48,7 @@ class Settings(BaseSettings):
 
     name: str = Field(default_factory=default_name, pattern=NAME_RE)
     aiida_core_version: str = Field(default="2.9.4", pattern=r"^\d+\.\d+\.\d+$")
-    profile: str = Field(default="default", pattern=PROFILE_RE)
+    profile: str = Field(default="default", pattern=PROFILE_PATTERN)
     daemon_workers: int = Field(default=1, ge=1, le=64)
     user_email: str = Field(default="aiida@localhost", pattern=r"^[^@\s]+@[^@\s]+$")
     user_first_name: str = Field(default="AiiDA", min_length=1)

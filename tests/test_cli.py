@@ -79,4 +79,4 @@ def test_down_volumes_refuses_without_confirmation_and_keeps_data():
 def test_logs_refuses_an_unknown_service():
     done = stack_cli(unique_name("bad"), "logs", "--service", "mysql")
     assert done.returncode == 2
-    assert "unknown service 'mysql'" in done.stderr
+    assert "--service: must be one of" in done.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import time
 
@@ -25,6 +26,41 @@ def test_incr_and_decr_change_the_worker_count(stack):
     assert _workers(stack) == before + 2
     assert stack.cli("daemon.decr", "--number", "2").returncode == 0
     assert _workers(stack) == before
+
+
+def _running_workers(stack) -> dict:
+    done = stack.compose.exec_aiida(["aiida-stack-profile", "workers"], capture=True)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def _workers_become(stack, wanted: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _running_workers(stack)["running"] == wanted:
+            return True
+        time.sleep(2)
+    return False
+
+
+def test_service_brings_back_configured_workers_and_keeps_added_ones(stack):
+    configured = _running_workers(stack)["configured"]
+    assert stack.cli("daemon.incr").returncode == 0
+    time.sleep(30)  # longer than the service's grace period (AIIDA_WORKER_GRACE, 20 s)
+    assert _running_workers(stack)["running"] == configured + 1  # an added worker stays
+    removed = stack.cli("verdi", "--", "daemon", "decr", str(configured + 1))  # verdi itself: no floor
+    assert removed.returncode == 0, removed.stdout + removed.stderr
+    assert _running_workers(stack)["running"] == 0
+    assert _workers_become(stack, configured, timeout=60)
+    wait.until_healthy(stack.compose, SERVICES, timeout=120)
+
+
+def test_decr_refuses_to_go_below_the_configured_workers(stack):
+    configured = _running_workers(stack)["configured"]
+    done = stack.cli("daemon.decr", "--number", str(configured))
+    assert done.returncode == 2
+    assert "--number: would leave 0 worker(s), fewer than daemon.default_workers" in done.stderr
+    assert _running_workers(stack)["running"] == configured
 
 
 def test_stopped_daemon_stays_stopped_until_started(stack):

@@ -116,7 +116,7 @@ def test_create_refuses_an_existing_name(stack):
 def test_unknown_profile_is_named(stack, task):
     done = stack.cli(task, "nosuchprofile", *(["--yes"] if task == "profile.delete" else []))
     assert done.returncode == 2
-    assert "no profile 'nosuchprofile'" in done.stderr
+    assert "--name: profile 'nosuchprofile' does not exist" in done.stderr
 
 
 def test_profile_secrets_are_private(stack):

@@ -1,6 +1,7 @@
 """Runs inside the aiida container (verdi run): validate OPTION [VALUE] against AiiDA's option schema.
 
-Prints one JSON line: ok, error, requires_daemon_restart, global_only. AiiDA's schema gives types
+Prints one JSON line: ok, error, field (which argument was bad: option or value),
+requires_daemon_restart, global_only. AiiDA's schema gives types
 but no lower bounds; the stack adds the bounds below, where a smaller value cannot work.
 """
 
@@ -17,9 +18,10 @@ MINIMUMS = {
 }
 
 name = sys.argv[1]
-verdict = {"ok": False, "error": None, "requires_daemon_restart": False, "global_only": False}
+verdict = {"ok": False, "error": None, "field": None, "requires_daemon_restart": False, "global_only": False}
 if name not in get_option_names():
     close = [n for n in get_option_names() if n.split(".")[0] == name.split(".")[0]]
+    verdict["field"] = "option"
     verdict["error"] = f"unknown option {name!r}" + (f" (options of that group: {', '.join(close)})" if close else "")
 else:
     option = get_option(name)
@@ -34,5 +36,6 @@ else:
                 raise ValueError(f"must be at least {MINIMUMS[name]}")
             verdict["ok"] = True
         except Exception as exc:
+            verdict["field"] = "value"
             verdict["error"] = f"invalid value {sys.argv[2]!r} for {name}: {exc}"
 print(json.dumps(verdict))

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import re
 import subprocess
 import time
 
@@ -31,7 +30,6 @@ APPLIED_WORKERS_FILE = STACK_DIR / "applied-daemon-workers"
 BROKER_FILE = STACK_DIR / "broker.json"
 HOLD_MAX_AGE = 600  # a hold left by a killed CLI expires
 
-PROFILE_RE = re.compile(r"[a-z][a-z0-9_]{0,40}")
 
 # Values never printed: anything logged or relayed from verdi is passed through redact().
 SECRETS: list[str] = []
@@ -143,6 +141,20 @@ def default_profile(config: dict | None = None) -> str | None:
     config = read_config() if config is None else config
     name = config.get("default_profile")
     return name if name in config.get("profiles", {}) else None
+
+
+DEFAULT_WORKERS = 1  # aiida-core's default of daemon.default_workers
+
+
+def configured_workers(profile: str, config: dict | None = None) -> int:
+    """The profile's daemon.default_workers as verdi resolves it: profile option > global option > default."""
+    config = read_config() if config is None else config
+    profile_options = (config.get("profiles", {}).get(profile) or {}).get("options") or {}
+    for options in (profile_options, config.get("options") or {}):
+        value = options.get("daemon.default_workers")
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+            return value
+    return DEFAULT_WORKERS
 
 
 def hold_file(profile: str) -> pathlib.Path:

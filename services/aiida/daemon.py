@@ -67,6 +67,11 @@ def daemon_processes(profile: str | None) -> list[psutil.Process]:
     return found
 
 
+def worker_count(profile: str) -> int:
+    """Daemon workers of `profile` running now (`verdi -p P daemon worker` processes)."""
+    return sum(1 for proc in daemon_processes(profile) if (proc.info.get("cmdline") or [])[-2:] == ["daemon", "worker"])
+
+
 def kill_processes(procs: list[psutil.Process], what: str, grace: float = 3) -> None:
     if not procs:
         return

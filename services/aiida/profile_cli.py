@@ -8,6 +8,11 @@
   aiida-stack-profile delete NAME [--skip-repository]
       Stop its daemon, remove it from config.json (its database is NOT touched: drop it with
       stack-profile-db), delete its repository folder (only inside $AIIDA_PATH/.aiida/repository/).
+  aiida-stack-profile names
+      One JSON line: {"default": name, "profiles": [names]}; from config.json, no aiida import (fast).
+  aiida-stack-profile workers [NAME]
+      One JSON line: {"profile", "running", "configured"}: the daemon's workers now and the profile's
+      daemon.default_workers (NAME: default profile). No aiida import.
   aiida-stack-profile info
       One JSON line: {"default": name, "profiles": [{...,"nodes": count or null (+ "error")}]}.
   aiida-stack-profile adopt NAME --email E [--options JSON]
@@ -38,7 +43,8 @@ import warnings
 import common
 import daemon
 import profiles
-from common import BROKER_FILE, CONFIG_DIR, DAEMON_DIR, PROFILE_RE, REPOSITORY_ROOT, hold_file, log, read_config, verdi
+from common import BROKER_FILE, CONFIG_DIR, DAEMON_DIR, REPOSITORY_ROOT, hold_file, log, read_config, verdi
+from stack_rules import database_name, profile_problem
 
 ME = "aiida-stack-profile"
 
@@ -55,8 +61,9 @@ class Parser(argparse.ArgumentParser):
 
 
 def valid_name(name: str) -> str:
-    if not PROFILE_RE.fullmatch(name):
-        raise CliError(2, f"invalid profile name {name!r}: use ^[a-z][a-z0-9_]{{0,40}}$")
+    problem = profile_problem(name)
+    if problem:
+        raise CliError(2, problem)
     return name
 
 
@@ -115,7 +122,7 @@ def create(args) -> None:
     user = {"email": args.email, "first_name": args.first_name, "last_name": args.last_name,
             "institution": args.institution}
     set_default = args.set_default or not common.default_profile(config)  # the first one becomes default
-    log(f"setting up profile {name!r} (database aiida_{name}, repository {repository})")
+    log(f"setting up profile {name!r} (database {database_name(name)}, repository {repository})")
     try:
         profiles.setup_profile(name, password, broker, user, set_default=False, echo=echo)
         workers = common.daemon_workers_setting()
@@ -208,14 +215,14 @@ def adopt(args) -> None:
                             "config": {"broker_protocol": "amqp", "broker_virtual_host": "", **broker}},
         "storage": {"backend": "core.psql_dos", "config": {
             "database_engine": "postgresql_psycopg", "database_hostname": profiles.DB_HOST,
-            "database_port": profiles.DB_PORT, "database_username": f"aiida_{name}", "database_password": password,
-            "database_name": f"aiida_{name}", "repository_uri": profiles.repository_uri(name)}},
+            "database_port": profiles.DB_PORT, "database_username": database_name(name), "database_password": password,
+            "database_name": database_name(name), "repository_uri": profiles.repository_uri(name)}},
         "test_profile": False,
     }
     config_obj = profiles.load_config()
     config_obj.add_profile(Profile(name, entry))
     config_obj.store()
-    log(f"profile {name!r} adopted: restored storage aiida_{name} and {REPOSITORY_ROOT / name}")
+    log(f"profile {name!r} adopted: restored storage {database_name(name)} and {REPOSITORY_ROOT / name}")
 
 
 def after_restore(args) -> None:
@@ -264,6 +271,21 @@ def info(_args) -> None:
     print(json.dumps(listing), flush=True)
 
 
+def names(_args) -> None:
+    config = read_config()
+    print(json.dumps({"default": common.default_profile(config), "profiles": common.profile_names(config)}),
+          flush=True)
+
+
+def workers(args) -> None:
+    config = read_config()
+    name = args.name or common.default_profile(config)
+    if name not in common.profile_names(config):
+        raise CliError(3, f"no profile {name!r}")
+    print(json.dumps({"profile": name, "running": daemon.worker_count(name),
+                      "configured": common.configured_workers(name, config)}), flush=True)
+
+
 def describe(profile, default: str | None) -> dict:
     storage = profile.storage_config
     broker = profile.process_control_config or {}
@@ -307,6 +329,10 @@ def parser() -> Parser:
     gone.add_argument("--skip-repository", action="store_true")
     gone.set_defaults(run=delete)
     sub.add_parser("info", help="one JSON line describing every profile").set_defaults(run=info)
+    sub.add_parser("names", help="one JSON line: the default and every profile name").set_defaults(run=names)
+    counted = sub.add_parser("workers", help="one JSON line: running and configured daemon workers")
+    counted.add_argument("name", nargs="?")
+    counted.set_defaults(run=workers)
     adopted = sub.add_parser("adopt", help="config entry for restored storage (DB password on stdin)")
     adopted.add_argument("name")
     adopted.add_argument("--email", required=True)

@@ -27,6 +27,7 @@ from common import (
     read_config,
     verdi,
 )
+from stack_rules import database_name
 
 DB_HOST = os.environ.get("AIIDA_DB_HOST", "postgres")
 DB_PORT = int(os.environ.get("AIIDA_DB_PORT", "5432"))
@@ -68,8 +69,8 @@ def setup_profile(name: str, db_password: str, broker: dict, user: dict, *, set_
             '--institution', user['institution'],
             '--database-hostname', DB_HOST,
             '--database-port', str(DB_PORT),
-            '--database-username', db_user or f'aiida_{name}',
-            '--database-name', db_name or f'aiida_{name}',
+            '--database-username', db_user or database_name(name),
+            '--database-name', db_name or database_name(name),
             '--repository-uri', repository_uri(name),
             '--broker', 'core.rabbitmq',
             '--config', secret_config,

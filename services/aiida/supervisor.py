@@ -17,6 +17,8 @@ once, so verdi sub-commands, circusd and the daemon workers never inherit them.
    AIIDA_SUPERVISE_INTERVAL s restart a dead daemon - unless $AIIDA_PATH/.aiida/stack/daemon.disabled
    exists (intentional stop) or a profile CLI holds that profile (stack/hold.<profile>);
    `verdi -p P daemon start` without a count, so the profile's daemon.default_workers applies;
+   a daemon that runs fewer workers than that for AIIDA_WORKER_GRACE s gets them back (extra
+   workers from `daemon incr` stay until `daemon decr` or a restart);
 6. record the full health check (health.py) for the cheap Docker healthcheck;
 7. SIGTERM/SIGINT: stop the daemon (hard kill after a few seconds), exit 0.
 """
@@ -45,11 +47,13 @@ from common import (
     DISABLED_FILE,
     STACK_DIR,
     add_secret,
+    configured_workers,
     daemon_workers_setting,
     default_profile,
     is_held,
     log,
     profile_names,
+    verdi,
 )
 
 BOOTSTRAP_PROFILE = os.environ.get("AIIDA_PROFILE") or "default"
@@ -64,6 +68,8 @@ INTERVAL = float(os.environ.get("AIIDA_SUPERVISE_INTERVAL", "5"))
 HEALTH_FILE = pathlib.Path(os.environ.get("AIIDA_HEALTH_FILE", "/run/aiida-stack/health"))
 HEALTH_INTERVAL = float(os.environ.get("AIIDA_HEALTH_INTERVAL", "30"))
 HEALTH_SCRIPT = pathlib.Path(__file__).with_name("health.py")
+# A daemon running fewer workers than its profile's daemon.default_workers this long gets them back.
+WORKER_GRACE = float(os.environ.get("AIIDA_WORKER_GRACE", "20"))
 
 DB_PASSWORD = os.environ.pop("AIIDA_STACK_DB_PASSWORD", "")
 BROKER_PASSWORD = os.environ.pop("AIIDA_STACK_BROKER_PASSWORD", "")
@@ -156,11 +162,30 @@ def current_default(previous: str | None) -> str | None:
         return previous
 
 
+def keep_workers(profile: str, short_since: float | None) -> float | None:
+    """Bring back the profile's daemon.default_workers once the daemon has run short of them for
+    WORKER_GRACE seconds (workers added by `daemon incr` stay). Returns since when it is short, or None."""
+    wanted = configured_workers(profile)
+    running = daemon.worker_count(profile)
+    if running >= wanted:
+        return None
+    now = time.monotonic()
+    if short_since is None:
+        return now
+    if now - short_since < WORKER_GRACE:
+        return short_since
+    log(f"the daemon of {profile!r} has run {running} of its {wanted} workers (daemon.default_workers) for "
+        f"{now - short_since:.0f} s: adding {wanted - running}")
+    verdi("-p", profile, "daemon", "incr", str(wanted - running), check=False, timeout=90)
+    return None
+
+
 def supervise(profile: str | None) -> str | None:
     """Loop until SIGTERM; returns the profile whose daemon may still run."""
     failures = 0
     stoppers: dict[str, threading.Thread] = {}  # profile -> thread stopping its daemon
     was_disabled = None
+    short_since: float | None = None  # since when the daemon runs fewer workers than configured
     next_check = 0.0
     next_health = 0.0
     while not stopping.is_set():
@@ -173,7 +198,7 @@ def supervise(profile: str | None) -> str | None:
                 stopper = threading.Thread(target=daemon.stop, args=(profile,), name=f"stop-{profile}")
                 stopper.start()
                 stoppers[profile] = stopper
-            profile, failures, next_check, next_health = wanted, 0, 0.0, 0.0
+            profile, failures, next_check, next_health, short_since = wanted, 0, 0.0, 0.0, None
             if profile is not None:
                 try:
                     profiles.ensure_localhost_computer(profile)
@@ -193,6 +218,7 @@ def supervise(profile: str | None) -> str | None:
             busy = is_held(profile) or profile in stoppers or just_enabled if profile else True
             if not disabled and not busy and daemon.circusd_pid(profile) is None:
                 log(f"the daemon of {profile!r} is not running: starting it")
+                short_since = None
                 if daemon.start(profile):
                     failures = 0
                     next_health = 0.0  # record the recovery at once
@@ -200,6 +226,8 @@ def supervise(profile: str | None) -> str | None:
                     failures += 1
                     delay = min(60.0, INTERVAL * 2**failures)
                     log(f"retrying in {delay:.0f} s")
+            elif not disabled and not busy:
+                short_since = keep_workers(profile, short_since)
             next_check = time.monotonic() + delay
         if time.monotonic() >= next_health:
             # A failing verdict is re-checked soon: right after a start the workers may still be coming up.

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "services" / "backup"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "services" / "common"))
 
 from stackbackup import retention, schedule
 

@@ -7,6 +7,8 @@ import os
 import urllib.parse
 from pathlib import Path
 
+from stack_rules import database_name as stack_database_name
+
 from stackbackup.common import EXIT_INPUT, Fail
 from stackbackup.layout import AIIDA_HOME, AIIDA_HOME_IN_AIIDA
 
@@ -35,7 +37,7 @@ def profile_entry(config: dict, profile: str) -> dict:
 
 
 def database_name(entry: dict, profile: str) -> str:
-    return ((entry.get("storage") or {}).get("config") or {}).get("database_name") or f"aiida_{profile}"
+    return ((entry.get("storage") or {}).get("config") or {}).get("database_name") or stack_database_name(profile)
 
 
 def repository_path(entry: dict) -> Path:

@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from stack_rules import database_name
+
 from stackbackup.common import EXIT_INPUT, Fail, rand, run, step, utcnow
 from stackbackup.layout import reading, resolve
 from stackbackup.manifest import hashes_file, read_manifest
@@ -83,7 +85,7 @@ def cmd_restore_database(args: argparse.Namespace) -> dict:
 
     folder, ident = resolve(args.profile, args.id)
     target = args.target_db
-    owner = args.owner or f"aiida_{args.profile}"
+    owner = args.owner or database_name(args.profile)
     for what, value in (("--target-db", target), ("--owner", owner)):
         if not PG_NAME_RE.fullmatch(value):
             raise Fail(f"invalid {what} {value!r}: use ^[a-z_][a-z0-9_]{{0,62}}$", EXIT_INPUT)

@@ -7,12 +7,15 @@ import contextlib
 import fcntl
 import json
 import os
-import re
 import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+# the shared rules (services/common/stack_rules.py, copied into the image beside this package)
+from stack_rules import BACKUP_ID_RE as ID_RE
+from stack_rules import LATEST, PROFILE_RE, backup_id_problem, profile_problem
 
 from stackbackup.common import EXIT_BUSY, EXIT_INPUT, Fail, rand
 from stackbackup.manifest import read_manifest
@@ -25,9 +28,6 @@ AIIDA_HOME_IN_AIIDA = "/home/aiida/.aiida"  # where the aiida service mounts the
 AIIDA_HOME_RW = Path(os.environ.get("STACK_BACKUP_AIIDA_HOME_RW", "/aiida-home-rw"))
 BACKUPS = Path(os.environ.get("STACK_BACKUP_ROOT", "/backups"))
 
-ID_RE = re.compile(r"^backup_\d{8}T\d{6}Z(_[a-z0-9]+)?$")
-PROFILE_RE = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
-LATEST = "latest"
 READING = ".reading"
 
 
@@ -36,14 +36,15 @@ READING = ".reading"
 
 
 def check_profile_name(profile: str) -> None:
-    if not PROFILE_RE.fullmatch(profile or ""):
-        raise Fail(f"invalid profile name {profile!r}: use ^[a-z][a-z0-9_]{{0,40}}$", EXIT_INPUT)
+    problem = profile_problem(profile)
+    if problem:
+        raise Fail(problem, EXIT_INPUT)
 
 
 def check_backup_id(ident: str) -> None:
-    if ident != LATEST and not ID_RE.fullmatch(ident or ""):
-        raise Fail(f"invalid backup id {ident!r}: expected 'latest' or backup_<YYYYmmddTHHMMSSZ>[_<suffix>]",
-                   EXIT_INPUT)
+    problem = backup_id_problem(ident)
+    if problem:
+        raise Fail(problem, EXIT_INPUT)
 
 
 def profile_dir(profile: str) -> Path:

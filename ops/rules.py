@@ -1,0 +1,31 @@
+"""The rules shared with the services (profile names, backup ids), from their one definition.
+
+services/common/stack_rules.py is copied into the images; the host loads the same file here.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+_SOURCE = Path(__file__).resolve().parent.parent / "services" / "common" / "stack_rules.py"
+
+
+def _load():
+    if "stack_rules" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("stack_rules", _SOURCE)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["stack_rules"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["stack_rules"]
+
+
+_rules = _load()
+PROFILE_PATTERN: str = _rules.PROFILE_PATTERN
+PROFILE_RE = _rules.PROFILE_RE
+BACKUP_ID_RE = _rules.BACKUP_ID_RE
+LATEST: str = _rules.LATEST
+database_name = _rules.database_name
+profile_problem = _rules.profile_problem
+backup_id_problem = _rules.backup_id_problem

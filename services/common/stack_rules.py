@@ -1,0 +1,41 @@
+"""Rules the host side (ops/) and the services share: defined once, here.
+
+Standard library only. The aiida and backup images copy this file next to their code (importable
+as `stack_rules`); the host imports it through ops/rules.py. A change here changes those images.
+"""
+
+from __future__ import annotations
+
+import re
+
+# Profile names also name the PostgreSQL role and database (database_name), so they are kept to
+# what is safe unquoted in SQL, in a path and in a shell word.
+PROFILE_PATTERN = r"^[a-z][a-z0-9_]{0,40}$"
+PROFILE_RE = re.compile(PROFILE_PATTERN)
+PROFILE_HELP = "lowercase letters, digits and _, starting with a letter, at most 41 characters"
+
+# Published backups: backup_<UTC YYYYmmddTHHMMSSZ>[_<random suffix>]; "latest" names the newest.
+BACKUP_ID_PATTERN = r"^backup_\d{8}T\d{6}Z(_[a-z0-9]+)?$"
+BACKUP_ID_RE = re.compile(BACKUP_ID_PATTERN)
+LATEST = "latest"
+BACKUP_ID_HELP = "'latest' or backup_<YYYYmmddTHHMMSSZ>[_<suffix>]"
+
+
+def database_name(profile: str) -> str:
+    """The PostgreSQL role and database of a profile the stack created."""
+    return f"aiida_{profile}"
+
+
+def profile_problem(name: str) -> str | None:
+    """Why `name` is not a valid profile name, or None."""
+    if PROFILE_RE.fullmatch(name or ""):
+        return None
+    return f"invalid profile name {name!r}: use {PROFILE_HELP} (it names the PostgreSQL role and database " \
+           f"{database_name('<name>')})"
+
+
+def backup_id_problem(ident: str) -> str | None:
+    """Why `ident` is not a backup id (or 'latest'), or None."""
+    if ident == LATEST or BACKUP_ID_RE.fullmatch(ident or ""):
+        return None
+    return f"invalid backup id {ident!r}: expected {BACKUP_ID_HELP}"
