@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ops import settings
+from ops import secrets, settings
 from ops.errors import StackError
 
 
@@ -19,7 +19,7 @@ def write(kind: str, values: Iterable[str]) -> None:
     try:
         path = _path(kind)
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        path.write_text("".join(f"{v}\n" for v in sorted(set(values))))
+        secrets.write_private(path, "".join(f"{v}\n" for v in sorted(set(values))))
     except (OSError, StackError):  # a cache: never fail a command over it
         pass
 

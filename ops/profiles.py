@@ -17,6 +17,7 @@ from tenacity import Retrying, retry_if_result, stop_after_delay, wait_fixed
 from ops import completion_cache, console, secrets, wait
 from ops.compose import Stack, json_result
 from ops.errors import StackError
+from ops.inputs import InputError
 from ops.rules import database_name, profile_problem
 from ops.services import AIIDA
 
@@ -128,6 +129,8 @@ def serving(stack: Stack, name: str) -> None:
 
 
 def delete(stack: Stack, name: str, skip_db: bool, skip_repository: bool, yes: bool, new_default: str) -> None:
+    if new_default == name:
+        raise InputError("--set-default", f"must name another profile than {name!r}, which is being deleted")
     profile = get(stack, name)
     others = [p["name"] for p in info(stack)["profiles"] if p["name"] != name]
     if not others:
@@ -138,8 +141,6 @@ def delete(stack: Stack, name: str, skip_db: bool, skip_repository: bool, yes: b
     doomed = [what for what, skip in (("database and role", skip_db), ("repository", skip_repository)) if not skip]
     _confirm(f"Delete profile {name!r} ({', '.join(['config entry', *doomed])})?", name, yes)
     if new_default:
-        if new_default == name:
-            raise StackError("--set-default must name another profile", code=2)
         set_default_profile(stack, new_default)
     done = stack.exec_aiida([PROFILE_CLI, "delete", name, *(["--skip-repository"] if skip_repository else [])],
                             capture=True)

@@ -30,8 +30,14 @@ def ensure(settings: Settings) -> list[str]:
 
 
 def write_private(path: Path, text: str) -> None:
-    """Write a file that is 0600 from its first byte (no window where others could read it)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    path.chmod(0o600)
+    """Write a file that is 0600 from its first byte, atomically: a concurrent ./stack (a scheduled
+    backup beside an interactive command) reads the old content or the new, never a half-written file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{token.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -31,6 +31,9 @@ else:
         verdict["ok"] = True
     else:
         try:
+            if option.schema.get("type") in ("integer", "number", "boolean") and not sys.argv[2].isascii():
+                # int() also reads the digits of other scripts (full-width ones, say): numbers are ASCII
+                raise ValueError("write numbers and booleans with ASCII characters")
             value = option.validate(sys.argv[2])
             if name in MINIMUMS and value < MINIMUMS[name]:
                 raise ValueError(f"must be at least {MINIMUMS[name]}")

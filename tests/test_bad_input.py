@@ -1,0 +1,205 @@
+"""Every task refuses bad input before it changes anything: one table of bad values per option.
+
+Each row runs ./stack as a user would, against a running stack with data and a backup, and checks
+three things: exit 2, a message naming the option, and no change (every profile database's
+content, the repositories, config.json, the backups, the containers and the daemon's workers).
+Rows run in waves of WAVE at once (the table has ~280 rows; one by one they took 6.7 min): the
+state is compared before and after each wave, so a change is pinned to the rows of one wave.
+A task option without a row fails test_every_option_has_rows: new tasks add theirs here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+import tasks
+from ops import engine, wait
+from ops.cli import StackTask, flag_of
+from ops.services import AIIDA, BACKUP, POSTGRES, SERVICES
+
+from .conftest import SCRIPTS
+
+LONG = "a" * 5000
+NO_SUCH_ID = "backup_20200101T000000Z_abcd"
+SCRIPT = str(SCRIPTS / "store_node.py")  # would store a node: a wrongly accepted row shows as a change
+
+# kinds: empty, long, type, range (zero/negative/too big), traversal, shell, unicode, unknown, conflict
+PROFILE_ROWS = [("empty", ""), ("long", LONG), ("type", "Bad/Name"), ("traversal", "../default"),
+                ("shell", "x;rm -rf ~"), ("unicode", "défault"), ("unknown", "nosuch")]
+COUNT_ROWS = [("empty", ""), ("type", "abc"), ("type", "1.5"), ("range", "0"), ("range", "-3"),
+              ("unicode", "３"), ("long", "9" * 30)]
+ID_ROWS = [("empty", ""), ("long", LONG), ("type", "backup_x"), ("traversal", "../latest"),
+           ("shell", "latest;ls"), ("unicode", "backup_２０２０0101T000000Z"), ("unknown", NO_SUCH_ID)]
+OPTION_ROWS = [("empty", ""), ("long", "a." + LONG), ("type", "Daemon.Timeout"), ("traversal", "../daemon.timeout"),
+               ("shell", "daemon.timeout;ls"), ("unicode", "dæmon.timeout"), ("unknown", "daemon.nosuch")]
+
+
+def _values(option: str, rows, before=(), after=()):
+    return [(kind, [*before, option, value, *after]) for kind, value in rows]
+
+
+def _switch(option: str, before=()):
+    return [("type", [*before, f"{option}=yes"])]
+
+
+def _text(option: str, limit: int, before=(), after=()):
+    return _values(option, [("empty", ""), ("long", "x" * (limit + 1)), ("type", "two\nlines")], before, after)
+
+
+def _profile(option: str, before=(), after=(), skip=()):
+    return _values(option, [row for row in PROFILE_ROWS if row[0] not in skip], before, after)
+
+
+# (task, parameter) → [(kind, arguments after the task name)]
+TABLE: dict[tuple[str, str], list[tuple[str, list[str]]]] = {
+    ("down", "volumes"): _switch("--volumes"),
+    ("down", "yes"): _switch("--yes"),
+    ("logs", "service"): _values("--service", [("empty", ""), ("unknown", "mysql"), ("unicode", "aiidа"),
+                                               ("shell", "aiida;ls"), ("long", LONG)]),
+    ("logs", "follow"): _switch("--follow"),
+    ("verdi", "profile"): _profile("--profile", after=["--", "status"]),
+    ("run", "script"): _values("--script", [("empty", ""), ("unknown", "/no/such/script.py"),
+                                            ("traversal", "../../no/such/../script.py"), ("type", "/tmp"),
+                                            ("long", "/" + LONG)]),
+    ("run", "profile"): _profile("--profile", before=[SCRIPT]),
+    ("bench.engine", "n"): _values("-n", COUNT_ROWS),
+    ("bench.engine", "workers"): _values("--workers", [*COUNT_ROWS, ("range", "65")]),
+    ("bench.engine", "time_up"): _switch("--time-up"),
+    ("bench.backup", "nodes"): _values("--nodes", COUNT_ROWS),
+    ("bench.backup", "megabytes"): _values("--megabytes", COUNT_ROWS),
+    ("bench.backup", "files"): _values("--files", COUNT_ROWS),
+    ("bench.backup", "keep"): _switch("--keep"),
+    ("test", "k"): _text("-k", 1000, after=["--", "--collect-only", "-q"]),
+    ("profile.show", "name"): _profile("--name"),
+    ("profile.create", "name"): [*_profile("--name", skip=("unknown",)), ("conflict", ["default"])],
+    ("profile.create", "email"): [*_text("--email", 254, before=["sweep_new"]),
+                                  *_values("--email", [("type", "not-an-email"), ("shell", "a@b;ls"),
+                                                       ("unicode", "é@example.org")], before=["sweep_new"])],
+    ("profile.create", "first_name"): _text("--first-name", 100, before=["sweep_new"]),
+    ("profile.create", "last_name"): _text("--last-name", 100, before=["sweep_new"]),
+    ("profile.create", "institution"): _text("--institution", 200, before=["sweep_new"]),
+    ("profile.create", "set_default"): _switch("--set-default", before=["sweep_new"]),
+    ("profile.delete", "name"): _profile("--name", after=["--yes"]),
+    ("profile.delete", "skip_db"): _switch("--skip-db", before=["default"]),
+    ("profile.delete", "skip_repository"): _switch("--skip-repository", before=["default"]),
+    ("profile.delete", "yes"): _switch("--yes", before=["default"]),
+    ("profile.delete", "set_default"): [*_profile("--set-default", before=["default", "--yes"]),
+                                        ("conflict", ["default", "--yes", "--set-default", "default"])],
+    ("profile.set-default", "name"): _profile("--name"),
+    ("config.list", "prefix"): _values("--prefix", [("empty", ""), ("long", LONG), ("shell", "daemon;ls"),
+                                                    ("traversal", "../"), ("unicode", "dæmon")]),
+    ("config.list", "profile"): _profile("--profile"),
+    ("config.show", "option"): _values("--option", OPTION_ROWS),
+    ("config.show", "profile"): _profile("--profile", before=["daemon.timeout"]),
+    ("config.get", "option"): _values("--option", OPTION_ROWS),
+    ("config.get", "profile"): _profile("--profile", before=["daemon.timeout"]),
+    ("config.set", "option"): _values("--option", OPTION_ROWS, after=["--value", "5"]),
+    ("config.set", "value"): _values("--value", [("empty", ""), ("long", LONG), ("type", "abc"), ("range", "0"),
+                                                 ("range", "-3"), ("unicode", "５"), ("shell", "5;ls")],
+                                     before=["daemon.default_workers"]),
+    ("config.set", "global_"): [*_switch("--global", before=["daemon.timeout", "5"]),
+                                ("conflict", ["daemon.timeout", "5", "--global", "--profile", "default"])],
+    ("config.set", "profile"): _profile("--profile", before=["daemon.timeout", "5"]),
+    ("config.set", "restart"): _switch("--restart", before=["daemon.timeout", "5"]),
+    ("config.unset", "option"): _values("--option", OPTION_ROWS),
+    ("config.unset", "global_"): [*_switch("--global", before=["daemon.timeout"]),
+                                  ("conflict", ["daemon.timeout", "--global", "--profile", "default"])],
+    ("config.unset", "profile"): _profile("--profile", before=["daemon.timeout"]),
+    ("config.unset", "restart"): _switch("--restart", before=["daemon.timeout"]),
+    ("daemon.incr", "number"): _values("--number", [*COUNT_ROWS, ("range", "65")]),
+    # below the profile's daemon.default_workers (1 here): the case that stopped every worker
+    ("daemon.decr", "number"): _values("--number", [*COUNT_ROWS, ("range", "1")]),
+    ("backup.run", "profile"): _profile("--profile"),
+    ("backup.run", "all_"): [*_switch("--all"), ("conflict", ["--all", "--profile", "default"])],
+    ("backup.run", "keep"): _values("--keep", COUNT_ROWS),
+    ("backup.list", "profile"): _profile("--profile"),
+    ("backup.verify", "id"): _values("--id", ID_ROWS),
+    ("backup.verify", "profile"): _profile("--profile"),
+    ("restore", "id"): _values("--id", ID_ROWS, after=["--yes"]),
+    ("restore", "profile"): _profile("--profile", after=["--yes"]),
+    ("restore", "as_"): _profile("--as", skip=("unknown",), after=["--yes"]),
+    ("restore", "yes"): _switch("--yes"),
+}
+
+ROWS = [(task, param, kind, args) for (task, param), cases in TABLE.items() for kind, args in cases]
+
+
+def _stack_tasks() -> dict[str, StackTask]:
+    return {name: tasks.ns[name] for name in tasks.ns.task_names}
+
+
+def test_every_task_declares_every_option():
+    for name, task in _stack_tasks().items():
+        assert isinstance(task, StackTask), f"{name} is not a stack_task: its options are not typed"
+
+
+def test_every_option_has_rows():
+    options = {(name, param) for name, task in _stack_tasks().items() for param in task.options}
+    assert sorted(options - set(TABLE)) == [], "task options without bad-input rows"
+    assert sorted(set(TABLE) - options) == [], "rows for options that do not exist"
+
+
+def _sh(container, script: str, user: str = "") -> str:
+    done = container.exec_run(["sh", "-c", script], user=user)
+    assert done.exit_code == 0, done.output.decode()
+    return hashlib.sha256(done.output).hexdigest()
+
+
+def state(stack) -> dict:
+    """What a refused command must leave as it was."""
+    containers = engine.client().containers.list(all=True, filters={
+        "label": f"com.docker.compose.project={stack.name}"})
+    aiida, postgres = stack.compose.container(AIIDA), stack.compose.container(POSTGRES)
+    return {
+        "containers": sorted((c.name, c.id, c.status, c.attrs["State"]["StartedAt"], c.attrs["RestartCount"])
+                             for c in containers),
+        # a fixed --restrict-key: pg_dump otherwise writes a random one into every dump
+        "databases": _sh(postgres, "for d in $(psql -XAtc \"SELECT datname FROM pg_database WHERE datname LIKE "
+                                   "'aiida%' ORDER BY 1\"); do echo $d; pg_dump --data-only --restrict-key=sweep $d; "
+                                   "done", "postgres"),
+        "repositories": _sh(aiida, "cd /home/aiida/.aiida/repository && find . -printf '%p %s\\n' | sort"),
+        "config.json": _sh(aiida, "cat /home/aiida/.aiida/config.json"),
+        "workers": _sh(aiida, "pgrep -f '[d]aemon worker' | sort"),  # [d]: not the shell itself
+        "backups": _sh(stack.compose.container(BACKUP), "find /backups -printf '%p %s %T@\\n' | sort"),
+    }
+
+
+@pytest.fixture(scope="module")
+def prepared(stack):
+    """The default profile holds a node and a backup; the daemon runs its configured workers."""
+    stored = stack.run_script("store_node.py", "7")
+    assert stored.returncode == 0, stored.stdout + stored.stderr
+    backed_up = stack.cli("backup")
+    assert backed_up.returncode == 0, backed_up.stdout + backed_up.stderr
+    wait.until_healthy(stack.compose, SERVICES, timeout=120)
+    return {"last": None}
+
+
+WAVE = 3
+WAVES = [ROWS[i:i + WAVE] for i in range(0, len(ROWS), WAVE)]
+
+
+def _refusal_problem(stack, task: str, param: str, args: list[str]) -> str | None:
+    done = stack.cli(task, *args, input="", timeout=300)
+    if done.returncode != 2:
+        return f"{task} {json.dumps(args)[:120]}: exit {done.returncode}\n{done.stdout[-500:]}{done.stderr[-800:]}"
+    if flag_of(param) not in done.stderr:
+        return f"{task} {json.dumps(args)[:120]}: message does not name {flag_of(param)}: {done.stderr[-300:]}"
+    return None
+
+
+@pytest.mark.stack
+@pytest.mark.parametrize("wave", WAVES, ids=["+".join(f"{t}:{p}:{k}" for t, p, k, _ in w) for w in WAVES])
+def test_bad_input_is_refused_and_changes_nothing(stack, prepared, wave):
+    before = prepared["last"] or state(stack)
+    with ThreadPoolExecutor(max_workers=WAVE) as pool:
+        problems = list(pool.map(lambda row: _refusal_problem(stack, row[0], row[1], row[3]), wave))
+    after = state(stack)
+    prepared["last"] = after
+    assert [p for p in problems if p] == []
+    changed = [what for what in before if before[what] != after[what]]
+    assert changed == [], f"one of {[(t, a) for t, _, _, a in wave]} changed {changed}"
