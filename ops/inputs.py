@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -137,6 +138,14 @@ class HostFile(Input):
         return path
 
 
+def _by_rule(flag: str, raw: Any, problem_of: Callable[[str], str | None]) -> str:
+    """A value checked by one of the shared rules (services/common/stack_rules.py)."""
+    problem = problem_of(raw if isinstance(raw, str) else "")
+    if problem:
+        raise InputError(flag, problem)
+    return raw
+
+
 @dataclass(frozen=True)
 class Profile(Input):
     """A profile name (the shared rule). `must`: "exist", "not-exist", "exist-or-have-backups" or None."""
@@ -145,10 +154,7 @@ class Profile(Input):
     completes: ClassVar[str | None] = "profiles"
 
     def parse(self, flag: str, raw: Any) -> str:
-        problem = profile_problem(raw if isinstance(raw, str) else "")
-        if problem:
-            raise InputError(flag, problem)
-        return raw
+        return _by_rule(flag, raw, profile_problem)
 
     def resolve(self, flag: str, value: Any, lookup: Lookup, values: dict[str, Any]) -> None:
         if value is None or self.must is None:
@@ -172,10 +178,7 @@ class BackupId(Input):
     completes: ClassVar[str | None] = "backups"
 
     def parse(self, flag: str, raw: Any) -> str:
-        problem = backup_id_problem(raw if isinstance(raw, str) else "")
-        if problem:
-            raise InputError(flag, problem)
-        return raw
+        return _by_rule(flag, raw, backup_id_problem)
 
     def resolve(self, flag: str, value: Any, lookup: Lookup, values: dict[str, Any]) -> None:
         profile = values.get(self.of) or lookup.default_profile()
