@@ -19,20 +19,36 @@ from pathlib import Path
 import docker.models.containers
 
 from ops import engine, secrets
+from ops.environment import Environment
 from ops.errors import StackError
 from ops.services import AIIDA, BACKUP, POSTGRES, RABBITMQ
 from ops.settings import ROOT, Settings
 
 COMPOSE_FILE = ROOT / "compose.yaml"
-BUILD_INPUTS = ("images", "services")
 PUBLISHED = {POSTGRES: ("postgres_port", 5432), RABBITMQ: ("rabbitmq_port", 5672)}
+# What each image is built from (every COPY source of its Dockerfile lies below one of these, which
+# tests/test_compose.py checks): a change there gives that image, and only that image, a new tag.
+# The aiida image also depends on its environment's lock (image_inputs).
+IMAGE_INPUTS = {
+    POSTGRES: ("images/postgres", "services/postgres"),
+    RABBITMQ: ("images/rabbitmq", "services/rabbitmq"),
+    AIIDA: ("images/aiida-core/Dockerfile", "services/aiida", "services/common"),
+    BACKUP: ("images/backup", "services/backup", "services/common"),
+}
+TAG_VARIABLES = {POSTGRES: "STACK_TAG_POSTGRES", RABBITMQ: "STACK_TAG_RABBITMQ", AIIDA: "STACK_TAG_AIIDA",
+                 BACKUP: "STACK_TAG_BACKUP"}
 
 
-def image_tag() -> str:
-    """Content hash of everything the images are built from: a changed file means a new image."""
+def image_inputs(service: str, settings: Settings) -> list[Path]:
+    extra = [Environment.of(settings).lock] if service == AIIDA else []
+    return [ROOT / top for top in IMAGE_INPUTS[service]] + extra
+
+
+def image_tag(service: str, settings: Settings) -> str:
+    """Content hash of the files `service`'s image is built from: a changed file means a new image."""
     digest = hashlib.sha256()
-    for top in BUILD_INPUTS:
-        for path in sorted((ROOT / top).rglob("*")):
+    for top in image_inputs(service, settings):
+        for path in sorted([top] if top.is_file() else top.rglob("*")):
             if path.is_file() and "__pycache__" not in path.parts:
                 digest.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()[:12]
@@ -57,8 +73,9 @@ class Stack:
             "STACK_PIP_ENV": str(pip_env),
             "STACK_BASE_IMAGE": s.base_image,
             "STACK_IMAGE_PREFIX": s.image_prefix,
-            "STACK_IMAGE_TAG": image_tag(),
+            **{variable: image_tag(service, s) for service, variable in TAG_VARIABLES.items()},
             "AIIDA_CORE_VERSION": s.aiida_core_version,
+            "AIIDA_LOCK": Environment.of(s).lock.name,
             "AIIDA_PROFILE": s.profile,
             "AIIDA_DAEMON_WORKERS": str(s.daemon_workers),
             "AIIDA_USER_EMAIL": s.user_email,
@@ -120,10 +137,12 @@ class Stack:
             cmd += ["-f", str(path)]
         return [*cmd, *args]
 
-    def run(self, *args: str, capture: bool = False, check: bool = True,
-            input: str | None = None) -> subprocess.CompletedProcess[str]:
-        """`docker compose ARGS`; `input` is fed to stdin (how secrets reach a service, never argv)."""
-        done = subprocess.run(self.command(*args), capture_output=capture, text=True, input=input)
+    def run(self, *args: str, capture: bool = False, check: bool = True, input: str | None = None,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        """`docker compose ARGS`; `input` is fed to stdin (how secrets reach a service, never argv);
+        `env` overrides the env file's variables (Compose prefers the process environment)."""
+        done = subprocess.run(self.command(*args), capture_output=capture, text=True, input=input,
+                              env={**os.environ, **env} if env else None)
         if check and done.returncode != 0:
             detail = f":\n{done.stderr.strip()[-3000:]}" if capture else ""
             raise StackError(f"`docker compose {' '.join(args)}` failed (exit {done.returncode}){detail}",

@@ -1,7 +1,7 @@
 """The aiida-core image: pinned version, honest labels, tools the service needs, user model.
 
-Needs the image built first (./stack, or `docker compose build aiida`). Select another image with
-AIIDA_IMAGE, or AIIDA_CORE_VERSION / STACK_IMAGE_PREFIX / STACK_IMAGE_TAG as in compose.yaml.
+Needs the image built first (./stack test builds it); the reference is the one ./stack resolves from
+the settings (its tag: a hash of the image's own inputs, ops/compose.py).
 Full-stack behaviour (profile bootstrap, daemon supervision, health) is tested elsewhere.
 """
 
@@ -15,13 +15,14 @@ import pytest
 from testcontainers.core.container import DockerContainer, ExecConfig
 
 from ops import settings
+from ops.environment import Environment
 
 from ..conftest import image_ref
 
 # No registry here: the Ryuk reaper image cannot be pulled; containers are removed explicitly.
 
 AIIDA_CORE_VERSION = settings.load().aiida_core_version
-# Same reference as compose.yaml: <prefix>/aiida-core:<aiida-core version>-<stack tag>.
+# Same reference as compose.yaml: <prefix>/aiida-core:<aiida-core version>-<the image's input hash>.
 IMAGE = image_ref("aiida")
 
 
@@ -59,6 +60,16 @@ def ok(container, command, user=None) -> str:
 def test_pinned_aiida_core_version(container):
     assert ok(container, "verdi --version", user="aiida") == f"AiiDA version {AIIDA_CORE_VERSION}"
     assert ok(container, 'python -c "import aiida; print(aiida.__version__)"', user="aiida") == AIIDA_CORE_VERSION
+
+
+def test_the_image_holds_exactly_the_packages_of_its_lock(container):
+    lock = Environment.of(settings.load()).lock.read_text()
+    pinned = {(m.group(1).lower().replace("_", "-"), m.group(2))
+              for m in re.finditer(r"^([A-Za-z0-9._-]+)==(\S+)", lock, re.M)}
+    out = ok(container, "/opt/aiida/bin/python -m pip list --format json")
+    installed = {(p["name"].lower().replace("_", "-"), p["version"]) for p in json.loads(out)
+                 if p["name"].lower() not in ("pip", "setuptools")}
+    assert installed == pinned
 
 
 def test_labels_match_reality(image, container):
