@@ -9,6 +9,7 @@ A failure is an InputError: exit 2, and the message starts with the option's fla
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import unicodedata
 from collections.abc import Callable
@@ -110,6 +111,19 @@ def OptionName(help: str, prefix: bool = False) -> Text:
                     pattern_help="must be the start of an option name: lowercase letters, digits, _ and .")
     return Text(help, max_length=100, pattern=r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+",
                 pattern_help="must be an option name like daemon.default_workers")
+
+
+@dataclass(frozen=True)
+class Day(Input):
+    """A calendar day, YYYY-MM-DD."""
+
+    def parse(self, flag: str, raw: Any) -> dt.date:
+        text = Text(max_length=10, pattern=r"\d{4}-\d{2}-\d{2}", pattern_help="must be a day as YYYY-MM-DD").parse(
+            flag, raw)
+        try:
+            return dt.date.fromisoformat(text)
+        except ValueError as exc:
+            raise InputError(flag, f"is not a calendar day ({exc})") from None
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Annotated
 
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
@@ -47,7 +49,8 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
 
     name: str = Field(default_factory=default_name, pattern=NAME_RE)
-    aiida_core_version: str = Field(default="2.9.4", pattern=r"^\d+\.\d+\.\d+$")
+    aiida_core_version: str = Field(default="2.9.4", pattern=r"^2\.\d+\.\d+$")  # a lock per environment
+    plugins: list[str] = Field(default_factory=list, max_length=50)
     profile: str = Field(default="default", pattern=PROFILE_PATTERN)
     daemon_workers: int = Field(default=1, ge=1, le=64)
     user_email: str = Field(default="aiida@localhost", pattern=r"^[^@\s]+@[^@\s]+$")
@@ -80,14 +83,19 @@ class Settings(BaseSettings):
         """The host folder backups go to (relative paths: to the checkout), or None for the volume."""
         return (ROOT / self.backups_dir).resolve() if self.backups_dir else None
 
-    @field_validator("aiida_core_version")
+    @field_validator("plugins")
     @classmethod
-    def _locked(cls, version: str) -> str:
-        lock = constraints_file(version)
-        if not lock.is_file():
-            known = ", ".join(sorted(p.stem.removeprefix("aiida-core-") for p in lock.parent.glob("*.txt")))
-            raise ValueError(f"no lock file {lock.relative_to(ROOT)} (locked versions: {known})")
-        return version
+    def _requirements(cls, plugins: list[str]) -> list[str]:
+        for plugin in plugins:
+            try:
+                requirement = Requirement(plugin)
+            except InvalidRequirement as exc:
+                raise ValueError(f"{plugin!r} is not a pip requirement ({exc})") from None
+            if requirement.url:
+                raise ValueError(f"{plugin!r}: plugins come from the package index, not a URL or path")
+            if canonicalize_name(requirement.name) == "aiida-core":
+                raise ValueError("aiida-core is not a plugin: set aiida_core_version")
+        return plugins
 
     @classmethod
     def settings_customise_sources(
@@ -105,10 +113,6 @@ class Settings(BaseSettings):
     def state_dir(self) -> Path:
         """Git-ignored per-stack folder: secrets, generated compose files."""
         return ROOT / ".stack" / self.name
-
-
-def constraints_file(version: str) -> Path:
-    return ROOT / "images" / "aiida-core" / "constraints" / f"aiida-core-{version}.txt"
 
 
 def load(**overrides: object) -> Settings:

@@ -1,6 +1,7 @@
 """Runs inside the aiida container (verdi run): prints the installation's state as one JSON line."""
 
 import json
+from importlib.metadata import distributions
 
 import aiida
 from aiida.engine.daemon.client import get_daemon_client
@@ -13,7 +14,12 @@ running = client.is_daemon_running
 active = QueryBuilder().append(
     ProcessNode, filters={"attributes.process_state": {"in": ["created", "waiting", "running"]}}
 ).count()
+# plugins: installed distributions (other than aiida-core) that register AiiDA entry points
+plugins = sorted({f"{d.metadata['Name']}=={d.version}" for d in distributions()
+                  if d.metadata["Name"].lower() != "aiida-core"
+                  and any(ep.group.startswith("aiida.") for ep in d.entry_points)})
 print(json.dumps({
+    "plugins": plugins,
     "aiida_core": aiida.__version__,
     "profile": get_profile().name,
     "default_profile": config.default_profile_name,
