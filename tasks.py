@@ -16,14 +16,16 @@ import sys  # noqa: E402
 
 from invoke import Collection, Exit  # noqa: E402
 
-from ops import backups, console, daemon, lifecycle, options, profiles, runner, settings  # noqa: E402
-from ops import bench as bench_ops  # noqa: E402
-from ops.cli import stack_task  # noqa: E402
-from ops.compose import Stack  # noqa: E402
+from ops.cli import lazy, stack_task  # noqa: E402
 from ops.errors import StackError  # noqa: E402
-from ops.inputs import BackupId, Choice, Count, Email, Flag, HostFile, OptionName, Profile, Text  # noqa: E402
+from ops.handover import ROOT  # noqa: E402
+from ops.inputs import BackupId, Choice, Count, Day, Email, Flag, HostFile, OptionName, Profile, Text  # noqa: E402
 from ops.services import SERVICES  # noqa: E402
-from ops.settings import ROOT  # noqa: E402
+
+# loaded when a task body first uses them (a refused or --help command stays fast)
+(backups, bench_ops, compose, console, daemon, environment, lifecycle, options, profiles, runner, settings,
+ upgrade) = lazy("ops.backups", "ops.bench", "ops.compose", "ops.console", "ops.daemon", "ops.environment",
+                 "ops.lifecycle", "ops.options", "ops.profiles", "ops.runner", "ops.settings", "ops.upgrade")
 
 PROFILE = Profile("AiiDA profile (default: the default profile)")
 
@@ -35,14 +37,17 @@ def _remainder(c) -> list[str]:
     return shlex.split(c.remainder)
 
 
-@stack_task()
-def up(c):
+_verbose = Flag("also show the full image build log as it is written (it always goes to .stack/NAME/build.log)")
+
+
+@stack_task(options={"verbose": _verbose})
+def up(c, verbose=False):
     """Start the stack: set up what is missing, start, wait until healthy, show the status.
 
     Missing set-up steps are done first: Docker engine (Debian as root: installs docker.io and starts
     dockerd), Compose v2, base image (pull, or debootstrap without a registry), images, secrets."""
     s = settings.load()
-    lifecycle.up(s)
+    lifecycle.up(s, verbose=verbose)
     console.out.print(lifecycle.status(s))
 
 
@@ -64,20 +69,44 @@ def status(c):
                      "follow": Flag("keep following")})
 def logs(c, service=None, follow=False):
     """Show the services' logs."""
-    Stack(settings.load()).run("logs", *(["--follow"] if follow else []), *([service] if service else []))
+    compose.Stack(settings.load()).run("logs", *(["--follow"] if follow else []), *([service] if service else []))
 
 
-@stack_task()
-def build(c):
+@stack_task(options={"verbose": _verbose})
+def build(c, verbose=False):
     """Build the four images (sets up engine, Compose and base image first if needed)."""
-    lifecycle.build(lifecycle.prepare(settings.load()))
+    lifecycle.build(lifecycle.prepare(settings.load()), verbose=verbose)
+
+
+@stack_task(options={"exclude_newer": Day("only packages released before this day (YYYY-MM-DD): an old "
+                                            "aiida-core with the dependencies of its time")})
+def lock(c, exclude_newer=None):
+    """Resolve aiida-core (setting aiida_core_version) plus the plugins setting into a lock file (uv).
+
+    Writes images/aiida-core/locks/<environment>.txt: every package pinned, with hashes, for the image's
+    Python and platform. Commit it; the image installs exactly that. Refuses plugins that would change
+    aiida-core's version or do not resolve."""
+    environment.lock(settings.load(), exclude_newer=exclude_newer)
+
+
+@stack_task(name="upgrade", options={
+    "yes": Flag("do not ask (the daemon stops; every profile is backed up, then migrated)"),
+    "wait": Flag("wait until no process is active and no task is queued, instead of refusing")})
+def upgrade_task(c, yes=False, wait=False):
+    """Move the running stack to the aiida-core version and plugins the settings name.
+
+    check (lock, new image builds and loads its plugins, no downgrade) → drain (no active process, no
+    queued task) → stop daemon → back up every profile (verified) → switch image → storage migrate →
+    storage version → start, health, one calculation → record. Any failure after the daemon stopped
+    rolls back: pre-upgrade config.json and backups, previous image, daemon started; exits non-zero."""
+    console.out.print(upgrade.upgrade(settings.load(), yes=yes, wait_idle=wait))
 
 
 @stack_task(options={"profile": PROFILE})
 def verdi(c, profile=None):
     """Run verdi in the aiida container: ./stack verdi [--profile P] -- ARGS (stdin, exit code pass through)."""
     argv = ["verdi", *(["-p", profile] if profile else []), *_remainder(c)]
-    raise Exit(code=Stack(settings.load()).exec_aiida(argv, interactive=True).returncode)
+    raise Exit(code=compose.Stack(settings.load()).exec_aiida(argv, interactive=True).returncode)
 
 
 @stack_task(options={"script": HostFile("local Python script"), "profile": PROFILE})
@@ -85,7 +114,7 @@ def run(c, script, profile=None):
     """Run a local Python script in the aiida container with the profile loaded (like verdi run).
 
     ./stack run SCRIPT [--profile P] [-- ARGS]. The exit code passes through."""
-    code, _ = runner.run_script(Stack(settings.load()), script, _remainder(c), profile=profile)
+    code, _ = runner.run_script(compose.Stack(settings.load()), script, _remainder(c), profile=profile)
     raise Exit(code=code)
 
 
@@ -125,8 +154,8 @@ def test(c, k=None):
     raise Exit(code=subprocess.run(argv, cwd=ROOT).returncode)
 
 
-def _stack() -> Stack:
-    return Stack(settings.load())
+def _stack() -> compose.Stack:
+    return compose.Stack(settings.load())
 
 
 # ---------------------------------------------------------------------------------------- profile.*
@@ -158,7 +187,7 @@ def profile_create(c, name, email=None, first_name=None, last_name=None, institu
     """Create a profile: own PostgreSQL role (generated password) and UTF8 database, repository, broker,
     localhost computer."""
     s = settings.load()
-    profiles.create(Stack(s), name, email or s.user_email, first_name or s.user_first_name,
+    profiles.create(compose.Stack(s), name, email or s.user_email, first_name or s.user_first_name,
                     last_name or s.user_last_name, institution or s.user_institution, set_default)
 
 
@@ -305,7 +334,7 @@ def restore(c, id="latest", profile=None, as_=None, yes=False):
     console.out.print(backups.restore(_stack(), id, profile or "", as_ or "", yes))
 
 
-ns = Collection(up, down, status, logs, build, verdi, run, test, restore)
+ns = Collection(up, down, status, logs, build, lock, upgrade_task, verdi, run, test, restore)
 ns.add_collection(Collection("bench", bench_engine, bench_backup))
 ns.add_collection(Collection("backup", backup_run, backup_list, backup_verify))
 ns.add_collection(Collection("profile", profile_list, profile_show, profile_create, profile_delete,

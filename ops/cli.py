@@ -10,22 +10,41 @@
 from __future__ import annotations
 
 import functools
+import importlib.util
 import inspect
 import shlex
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from invoke import Collection, Exit, Program, Task, task
 from invoke.completion.complete import complete
 from invoke.parser import Argument, ParseError
 
-from ops import console
 from ops.errors import StackError
 from ops.inputs import Input, InputError, Lookup
 
 COMPLETION_SCRIPTS = Path(__file__).parent / "completion"
+
+
+def lazy(*names: str) -> list[ModuleType]:
+    """Modules that load on first use: a command refused while parsing, `--help` or a tab press
+    never pays for the docker SDK, pydantic and rich (half of ./stack's start-up)."""
+    modules = []
+    for name in names:
+        if name not in sys.modules:
+            spec = importlib.util.find_spec(name)
+            spec.loader = importlib.util.LazyLoader(spec.loader)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[name] = module
+            spec.loader.exec_module(module)
+        modules.append(sys.modules[name])
+    return modules
+
+
+(console,) = lazy("ops.console")
 
 
 def dashed(param: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import sys
 import time
 
@@ -10,11 +11,11 @@ from docker.errors import ImageNotFound, NotFound
 from rich.console import Group
 from rich.table import Table
 
-from ops import backups, console, engine, profiles, secrets, wait
+from ops import backups, building, console, engine, environment, profiles, secrets, wait
 from ops.compose import Stack
 from ops.errors import StackError
 from ops.runner import aiida_info
-from ops.services import AIIDA, BACKUP, BACKUP_VOLUMES, DATA_VOLUMES, SERVICES
+from ops.services import AIIDA, AIIDA_HOME_VOLUME, BACKUP, BACKUP_VOLUMES, DATA_VOLUMES, SERVICES
 from ops.settings import Settings
 
 
@@ -30,7 +31,8 @@ def prepare(settings: Settings) -> Stack:
     return Stack(settings)
 
 
-def build(stack: Stack, only_missing: bool = False) -> list[str]:
+def build(stack: Stack, only_missing: bool = False, verbose: bool = False) -> list[str]:
+    environment.require_lock(environment.Environment.of(stack.settings))
     docker = engine.client()
     wanted = []
     for service, image in stack.images().items():
@@ -42,18 +44,52 @@ def build(stack: Stack, only_missing: bool = False) -> list[str]:
             pass
         wanted.append(service)
     if wanted:
-        console.note(f"building images: {', '.join(wanted)}")
-        stack.run("build", *wanted)
+        building.build(stack, wanted, verbose=verbose)
     return wanted
 
 
-def up(settings: Settings) -> Stack:
+ENVIRONMENT_RECORD = "environment.json"  # in the state folder: the lock the stack's data last ran with
+
+
+def recorded_lock(stack: Stack) -> str | None:
+    """The lock the stack's aiida service runs (its container's image) or last ran (the record)."""
+    with contextlib.suppress(StackError):
+        labels = stack.container(AIIDA).image.labels or {}
+        version = labels.get("org.aiida.core.version")
+        return labels.get("org.aiida-stack.lock") or (f"aiida-core-{version}.txt" if version else None)
+    try:
+        volume = f"{stack.settings.name}_{AIIDA_HOME_VOLUME}"
+        engine.client().volumes.get(volume)
+    except NotFound:
+        return None  # no data yet: any environment may start
+    with contextlib.suppress(OSError, ValueError):
+        return json.loads((stack.state / ENVIRONMENT_RECORD).read_text())["lock"]
+    return None
+
+
+def refuse_silent_upgrade(stack: Stack) -> None:
+    target = environment.Environment.of(stack.settings)
+    current = recorded_lock(stack)
+    if current and current != target.lock.name:
+        raise StackError(f"the stack's data runs on {current}; the settings now name {target.lock.name} "
+                         f"({target.describe()}). Changing the software under existing data is an upgrade: "
+                         "./stack upgrade (checks, backs up, migrates, rolls back on failure); nothing started", code=2)
+
+
+def record_environment(stack: Stack) -> None:
+    env = environment.Environment.of(stack.settings)
+    secrets.write_private(stack.state / ENVIRONMENT_RECORD, json.dumps({"lock": env.lock.name, **env.as_dict()}))
+
+
+def up(settings: Settings, verbose: bool = False) -> Stack:
     stack = prepare(settings)
-    built = build(stack, only_missing=True)
+    refuse_silent_upgrade(stack)
+    built = build(stack, only_missing=True, verbose=verbose)
     console.step(f"images: {'built ' + ', '.join(built) if built else 'present'}")
     start = time.monotonic()
     stack.run("up", "--detach", "--remove-orphans", "--quiet-pull", capture=True)
     wait.until_healthy(stack, SERVICES, settings.up_timeout)
+    record_environment(stack)
     console.step(f"stack {settings.name} healthy after {time.monotonic() - start:.1f} s")
     return stack
 
@@ -98,9 +134,11 @@ def status(settings: Settings) -> Group:
         try:
             info = aiida_info(stack)
             listing = profiles.info(stack)
-            detail[AIIDA] = (f"aiida-core {info['aiida_core']}; default profile: {info['default_profile']}; "
+            plugins = f" with {', '.join(info['plugins'])}" if info.get("plugins") else ""
+            last = upgrade_history_line(stack)
+            detail[AIIDA] = (f"aiida-core {info['aiida_core']}{plugins}; default profile: {info['default_profile']}; "
                              f"daemon: {info['daemon_workers']} workers; "
-                             f"active processes: {info['active_processes']}")
+                             f"active processes: {info['active_processes']}; last upgrade: {last}")
         except StackError as exc:
             detail[AIIDA] = f"[red]{exc}[/]"
     if states.get(BACKUP, {}).get("state") == "running":
@@ -120,6 +158,12 @@ def status(settings: Settings) -> Group:
             for b in backups.published(stack):
                 latest.setdefault(b["profile"], b)
     return Group(table, profiles_table(listing, latest))
+
+
+def upgrade_history_line(stack: Stack) -> str:
+    from ops import upgrade  # upgrade builds on this module
+
+    return upgrade.last_upgrade(stack)
 
 
 def profiles_table(listing: dict, latest: dict | None = None) -> Table:

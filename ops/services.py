@@ -7,7 +7,8 @@ BACKUP = "backup"
 SERVICES = (POSTGRES, RABBITMQ, AIIDA, BACKUP)
 
 # Named volumes as in compose.yaml. Backups are never removed by `down --volumes`.
-DATA_VOLUMES = ("postgres-data", "rabbitmq-data", "aiida-home")
+AIIDA_HOME_VOLUME = "aiida-home"
+DATA_VOLUMES = ("postgres-data", "rabbitmq-data", AIIDA_HOME_VOLUME)
 BACKUP_VOLUMES = ("backups",)
 
 # Secret files generated on first `up` (ops/secrets.py), one per credential.

@@ -56,6 +56,13 @@ def _profile(option: str, before=(), after=(), skip=()):
 
 # (task, parameter) → [(kind, arguments after the task name)]
 TABLE: dict[tuple[str, str], list[tuple[str, list[str]]]] = {
+    ("up", "verbose"): _switch("--verbose"),
+    ("build", "verbose"): _switch("--verbose"),
+    ("lock", "exclude_newer"): _values("--exclude-newer", [("empty", ""), ("long", LONG), ("type", "yesterday"),
+                                                           ("range", "2023-02-30"), ("unicode", "２０２３-02-10"),
+                                                           ("shell", "2023-02-10;ls")]),
+    ("upgrade", "yes"): _switch("--yes"),
+    ("upgrade", "wait"): _switch("--wait"),
     ("down", "volumes"): _switch("--volumes"),
     ("down", "yes"): _switch("--yes"),
     ("logs", "service"): _values("--service", [("empty", ""), ("unknown", "mysql"), ("unicode", "aiidа"),

@@ -9,7 +9,12 @@
       Stop its daemon, remove it from config.json (its database is NOT touched: drop it with
       stack-profile-db), delete its repository folder (only inside $AIIDA_PATH/.aiida/repository/).
   aiida-stack-profile names
-      One JSON line: {"default": name, "profiles": [names]}; from config.json, no aiida import (fast).
+      One JSON line: {"default": name, "profiles": [names], "uuids": {name: uuid}}; from config.json,
+      no aiida import (fast).
+  aiida-stack-profile activity
+      One JSON line: {"profiles": {name: {"active", "schema", "head"}}}: processes not yet terminated
+      (created, waiting, running; null when the schema is not this aiida-core's), the stored schema
+      and this aiida-core's head.
   aiida-stack-profile workers [NAME]
       One JSON line: {"profile", "running", "configured"}: the daemon's workers now and the profile's
       daemon.default_workers (NAME: default profile). No aiida import.
@@ -273,8 +278,34 @@ def info(_args) -> None:
 
 def names(_args) -> None:
     config = read_config()
-    print(json.dumps({"default": common.default_profile(config), "profiles": common.profile_names(config)}),
-          flush=True)
+    uuids = {name: entry.get("PROFILE_UUID") for name, entry in config.get("profiles", {}).items()}
+    print(json.dumps({"default": common.default_profile(config), "profiles": common.profile_names(config),
+                      "uuids": uuids}), flush=True)
+
+
+ACTIVE_SQL = ("SELECT count(*) FROM db_dbnode WHERE node_type LIKE 'process.%' "
+              "AND attributes->>'process_state' IN ('created', 'waiting', 'running')")
+
+
+def activity(_args) -> None:
+    """Per profile: processes not yet terminated, the stored schema and this aiida-core's schema head."""
+    from aiida.storage.psql_dos.backend import PsqlDosBackend
+    from sqlalchemy import text
+
+    warnings.filterwarnings("ignore")
+    found = {}
+    with contextlib.redirect_stdout(sys.stderr):  # stdout carries the JSON line only
+        for profile in profiles.load_config().profiles:
+            entry = {"schema": PsqlDosBackend.version_profile(profile), "head": PsqlDosBackend.version_head(),
+                     "active": None}
+            if entry["schema"] == entry["head"]:
+                storage = PsqlDosBackend(profile)
+                try:
+                    entry["active"] = int(storage.get_session().execute(text(ACTIVE_SQL)).scalar())
+                finally:
+                    storage.close()
+            found[profile.name] = entry
+    print(json.dumps({"profiles": found}), flush=True)
 
 
 def workers(args) -> None:
@@ -330,6 +361,8 @@ def parser() -> Parser:
     gone.set_defaults(run=delete)
     sub.add_parser("info", help="one JSON line describing every profile").set_defaults(run=info)
     sub.add_parser("names", help="one JSON line: the default and every profile name").set_defaults(run=names)
+    sub.add_parser("activity", help="one JSON line: active processes and schemas per profile").set_defaults(
+        run=activity)
     counted = sub.add_parser("workers", help="one JSON line: running and configured daemon workers")
     counted.add_argument("name", nargs="?")
     counted.set_defaults(run=workers)

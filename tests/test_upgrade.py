@@ -1,0 +1,130 @@
+"""./stack upgrade on a real stack: refusals that change nothing, waiting for a busy stack, rollback
+with every node identical, and an upgrade that adds a plugin (aiida-shell, from its committed lock).
+
+One stack for the module, in file order: refusals → busy/wait (fails on purpose after the backup)
+→ rollback after the migrate step → the real upgrade.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+
+import pytest
+
+from ops import wait
+from ops.compose import last_json
+from ops.services import AIIDA, SERVICES
+from ops.settings import ROOT
+
+from .conftest import SCRIPTS, TestStack, unique_name
+
+pytestmark = pytest.mark.stack
+
+SHELL = {"AIIDA_STACK_PLUGINS": '["aiida-shell==0.9.0"]'}
+
+
+@pytest.fixture(scope="module")
+def stack(images):
+    test_stack = TestStack(unique_name("upg"))
+    up = test_stack.cli("up", timeout=1800)
+    assert up.returncode == 0, up.stdout + up.stderr[-3000:]
+    populated = test_stack.cli("run", str(SCRIPTS / "populate.py"), "--", "2")
+    assert populated.returncode == 0, populated.stdout + populated.stderr
+    try:
+        yield test_stack
+    finally:
+        test_stack.cli("down", "--volumes", "--yes")
+        shutil.rmtree(test_stack.settings.state_dir, ignore_errors=True)
+
+
+def _image(stack) -> str:
+    return stack.compose.container(AIIDA).attrs["Config"]["Image"]
+
+
+def _digest(stack, env=None) -> dict:
+    done = stack.cli("run", str(SCRIPTS / "digest.py"), env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return last_json(done.stdout)
+
+
+def _history(stack) -> list[dict]:
+    return json.loads((stack.settings.state_dir / "upgrades.json").read_text())
+
+
+def test_refusals_change_nothing(stack):
+    image = _image(stack)
+    down = stack.cli("upgrade", "--yes", env={"AIIDA_STACK_AIIDA_CORE_VERSION": "2.8.0"})
+    assert down.returncode == 2 and "a downgrade is not possible" in down.stderr, down.stderr
+    unlocked = stack.cli("upgrade", "--yes", env={"AIIDA_STACK_PLUGINS": '["aiida-shell==0.8.0"]'})
+    assert unlocked.returncode == 2 and "has no lock file" in unlocked.stderr, unlocked.stderr
+    silent = stack.cli("up", env=SHELL)
+    assert silent.returncode == 2 and "./stack upgrade" in silent.stderr, silent.stderr
+    unconfirmed = stack.cli("upgrade", env=SHELL, input="")  # builds the new image first (check)
+    assert unconfirmed.returncode == 2 and "--yes" in unconfirmed.stderr, unconfirmed.stderr
+    assert "#1 [" not in unconfirmed.stderr  # a progress line per image; BuildKit's log goes to the file
+    if "images built: aiida" in unconfirmed.stderr:
+        assert "#1 [" in (stack.settings.state_dir / "build.log").read_text()
+    assert _image(stack) == image
+    wait.until_healthy(stack.compose, SERVICES, 60)
+
+
+def test_a_busy_stack_is_refused_and_wait_proceeds_once_idle(stack):
+    image = _image(stack)
+    assert stack.cli("daemon.stop").returncode == 0
+    # submitted with the daemon stopped: an active process and a queued task until the daemon runs
+    pending = subprocess.Popen([str(ROOT / "stack"), "run", str(SCRIPTS / "add.py"), "--", "1", "2"],
+                               env=_env(stack), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(15)
+    refused = stack.cli("upgrade", "--yes", env=SHELL)
+    assert refused.returncode == 2 and "the stack is busy" in refused.stderr, refused.stderr
+    # --wait: waits; once idle it goes on (and fails on purpose after the backup, which rolls back)
+    waiting = subprocess.Popen([str(ROOT / "stack"), "upgrade", "--yes", "--wait"],
+                               env=_env(stack, **SHELL, AIIDA_STACK_INJECT_FAULT="back up"),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(20)
+    assert waiting.poll() is None and _image(stack) == image  # still waiting, nothing changed
+    assert stack.cli("daemon.start").returncode == 0
+    out, err = waiting.communicate(timeout=900)
+    assert waiting.returncode == 1, out + err
+    assert "waiting until idle" in err and "drained" in err and "fault injected after back up" in err
+    assert pending.communicate(timeout=300)[0].split()[-3:] == ["finished", "0", "3"]
+    assert _image(stack) == image
+    assert _history(stack)[-1]["result"] == "rolled back"
+    wait.until_healthy(stack.compose, SERVICES, 120)
+
+
+def test_a_failed_upgrade_rolls_back_with_every_node_identical(stack):
+    image, before = _image(stack), _digest(stack)
+    done = stack.cli("upgrade", "--yes", env={**SHELL, "AIIDA_STACK_INJECT_FAULT": "migrate"}, timeout=1800)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "rolled back" in done.stderr and "restore the pre-upgrade backups" in done.stderr
+    assert _image(stack) == image
+    wait.until_healthy(stack.compose, SERVICES, 120)
+    assert _digest(stack) == before
+    assert stack.cli("up").returncode == 0  # the old environment is still the recorded one
+
+
+def test_upgrade_adds_a_plugin_and_keeps_every_node(stack):
+    image, before = _image(stack), _digest(stack)
+    done = stack.cli("upgrade", "--yes", env=SHELL, timeout=1800)
+    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    assert _image(stack) != image
+    assert _digest(stack, env=SHELL) == before
+    record = _history(stack)[-1]
+    assert record["result"] == "ok" and record["to"].startswith("aiida-core-2.9.4-plugins-")
+    assert set(record["backups"]) == {"default"} and record["daemon_downtime"] > 0
+    listed = stack.cli("verdi", "--", "plugin", "list", "aiida.calculations", env=SHELL)
+    assert "core.shell" in listed.stdout, listed.stdout + listed.stderr
+    ran = stack.cli("run", str(SCRIPTS / "shell_job.py"), "--", "after-the-upgrade", env=SHELL)
+    assert last_json(ran.stdout) == {"state": "finished", "exit_status": 0, "stdout": "after-the-upgrade\n"}
+    status = stack.cli("status", env=SHELL)
+    assert "aiida-shell==0.9.0" in status.stdout and "→" in status.stdout, status.stdout
+    assert stack.cli("up", env=SHELL).returncode == 0  # the new environment is the recorded one
+
+
+def _env(stack, **extra: str) -> dict[str, str]:
+    return {**os.environ, "AIIDA_STACK_NAME": stack.name, "COLUMNS": "200", **extra}
