@@ -85,7 +85,8 @@ def up(settings: Settings, verbose: bool = False) -> Stack:
     stack = prepare(settings)
     refuse_silent_upgrade(stack)
     built = build(stack, only_missing=True, verbose=verbose)
-    console.step(f"images: {'built ' + ', '.join(built) if built else 'present'}")
+    if not built:
+        console.step("images: present")
     start = time.monotonic()
     stack.run("up", "--detach", "--remove-orphans", "--quiet-pull", capture=True)
     wait.until_healthy(stack, SERVICES, settings.up_timeout)
