@@ -68,6 +68,8 @@ def stack_cli(name: str, *args: str, env: dict[str, str] | None = None, input: s
 class TestStack:
     """A running stack under test: its settings, compose helper and ./stack runner."""
 
+    __test__ = False  # a helper, not a test class, wherever a test module imports it
+
     def __init__(self, name: str) -> None:
         self.name = name
         self.settings = settings.load(name=name)

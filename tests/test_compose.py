@@ -10,6 +10,7 @@ import pytest
 
 from ops import compose, settings
 from ops.compose import Stack
+from ops.environment import Environment
 from ops.services import BACKUP, SERVICES
 
 from .conftest import unique_name
@@ -62,5 +63,6 @@ def test_every_file_an_image_copies_is_one_of_its_tagged_inputs(service):
     inputs = compose.image_inputs(service, settings.load())
     version = settings.load().aiida_core_version
     for source in sources:
-        path = compose.ROOT / source.replace("${AIIDA_CORE_VERSION}", version)
+        lock = Environment.of(settings.load()).lock.name
+        path = compose.ROOT / source.replace("${AIIDA_CORE_VERSION}", version).replace("${AIIDA_LOCK}", lock)
         assert any(path == top or top in path.parents for top in inputs), f"{source} is not a tagged input"

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import subprocess
+import threading
 import time
 
 import pytest
@@ -72,25 +73,42 @@ def test_refusals_change_nothing(stack):
     wait.until_healthy(stack.compose, SERVICES, 60)
 
 
+def _active(stack) -> int:
+    done = stack.compose.exec_aiida(["aiida-stack-profile", "activity"], capture=True)
+    return sum(p["active"] or 0 for p in last_json(done.stdout)["profiles"].values())
+
+
+def _until(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(1)
+
+
 def test_a_busy_stack_is_refused_and_wait_proceeds_once_idle(stack):
     image = _image(stack)
     assert stack.cli("daemon.stop").returncode == 0
     # submitted with the daemon stopped: an active process and a queued task until the daemon runs
     pending = subprocess.Popen([str(ROOT / "stack"), "run", str(SCRIPTS / "add.py"), "--", "1", "2"],
                                env=_env(stack), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(15)
+    _until(lambda: _active(stack) > 0, 120, "the process to be submitted")
     refused = stack.cli("upgrade", "--yes", env=SHELL)
     assert refused.returncode == 2 and "the stack is busy" in refused.stderr, refused.stderr
     # --wait: waits; once idle it goes on (and fails on purpose after the backup, which rolls back)
     waiting = subprocess.Popen([str(ROOT / "stack"), "upgrade", "--yes", "--wait"],
                                env=_env(stack, **SHELL, AIIDA_STACK_INJECT_FAULT="back up"),
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(20)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(waiting.stderr), daemon=True)
+    reader.start()
+    _until(lambda: any("waiting until idle" in line for line in lines), 180, "the upgrade to wait")
     assert waiting.poll() is None and _image(stack) == image  # still waiting, nothing changed
     assert stack.cli("daemon.start").returncode == 0
-    out, err = waiting.communicate(timeout=900)
-    assert waiting.returncode == 1, out + err
-    assert "waiting until idle" in err and "drained" in err and "fault injected after back up" in err
+    waiting.wait(timeout=900)
+    reader.join(timeout=30)
+    err = "".join(lines)
+    assert waiting.returncode == 1, err
+    assert "drained" in err and "fault injected after back up" in err
     assert pending.communicate(timeout=300)[0].split()[-3:] == ["finished", "0", "3"]
     assert _image(stack) == image
     assert _history(stack)[-1]["result"] == "rolled back"
