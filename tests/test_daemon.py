@@ -46,7 +46,7 @@ def _workers_become(stack, wanted: int, timeout: float) -> bool:
 def test_service_brings_back_configured_workers_and_keeps_added_ones(stack):
     configured = _running_workers(stack)["configured"]
     assert stack.cli("daemon.incr").returncode == 0
-    time.sleep(30)  # longer than the service's grace period (AIIDA_WORKER_GRACE, 20 s)
+    time.sleep(18)  # longer than the service's grace period (AIIDA_WORKER_GRACE, 10 s) plus a check interval
     assert _running_workers(stack)["running"] == configured + 1  # an added worker stays
     removed = stack.cli("verdi", "--", "daemon", "decr", str(configured + 1))  # verdi itself: no floor
     assert removed.returncode == 0, removed.stdout + removed.stderr

@@ -69,7 +69,7 @@ HEALTH_FILE = pathlib.Path(os.environ.get("AIIDA_HEALTH_FILE", "/run/aiida-stack
 HEALTH_INTERVAL = float(os.environ.get("AIIDA_HEALTH_INTERVAL", "30"))
 HEALTH_SCRIPT = pathlib.Path(__file__).with_name("health.py")
 # A daemon running fewer workers than its profile's daemon.default_workers this long gets them back.
-WORKER_GRACE = float(os.environ.get("AIIDA_WORKER_GRACE", "20"))
+WORKER_GRACE = float(os.environ.get("AIIDA_WORKER_GRACE", "10"))
 
 DB_PASSWORD = os.environ.pop("AIIDA_STACK_DB_PASSWORD", "")
 BROKER_PASSWORD = os.environ.pop("AIIDA_STACK_BROKER_PASSWORD", "")
