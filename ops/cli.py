@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import inspect
+import os
 import shlex
 import sys
 from collections.abc import Callable, Iterable
@@ -252,5 +253,9 @@ def main() -> None:
     """./stack's entry (through ops/__main__.py)."""
     import tasks
 
-    StackProgram(namespace=tasks.ns, name="aiida-stack", binary="./stack",
-                 binary_names=["stack", "invoke", "inv"], version="0.1.0").run()
+    try:
+        StackProgram(namespace=tasks.ns, name="aiida-stack", binary="./stack",
+                     binary_names=["stack", "invoke", "inv"], version="0.1.0").run()
+    except BrokenPipeError:  # `./stack ... | head`: the reader has gone; stop quietly, as `cat` does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(141)

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from packaging.requirements import Requirement
-from packaging.utils import canonicalize_name
 
 from ops import console
 from ops.errors import StackError
@@ -132,10 +131,3 @@ def _conflict(stderr: str) -> str:
     lines = [line for line in stderr.strip().splitlines() if line.strip()]
     return "\n".join(lines[-15:]) or "(uv printed nothing)"
 
-
-def pinned_plugins(env: Environment) -> dict[str, str]:
-    """name → version of each declared plugin, as its lock pins it."""
-    pins = {canonicalize_name(m.group(1)): m.group(2)
-            for m in re.finditer(r"^([A-Za-z0-9._-]+)==(\S+)", require_lock(env).read_text(), re.M)}
-    names = [canonicalize_name(Requirement(p).name) for p in env.plugins]
-    return {name: pins.get(name, "?") for name in names}
