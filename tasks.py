@@ -23,9 +23,10 @@ from ops.inputs import BackupId, Choice, Count, Day, Email, Flag, HostFile, Opti
 from ops.services import SERVICES  # noqa: E402
 
 # loaded when a task body first uses them (a refused or --help command stays fast)
-(backups, bench_ops, compose, console, daemon, environment, lifecycle, options, profiles, runner, settings,
- upgrade) = lazy("ops.backups", "ops.bench", "ops.compose", "ops.console", "ops.daemon", "ops.environment",
-                 "ops.lifecycle", "ops.options", "ops.profiles", "ops.runner", "ops.settings", "ops.upgrade")
+(backups, bench_ops, compose, console, daemon, environment, lifecycle, migrate_ops, options, profiles, runner,
+ settings, upgrade) = lazy("ops.backups", "ops.bench", "ops.compose", "ops.console", "ops.daemon", "ops.environment",
+                           "ops.lifecycle", "ops.migrate", "ops.options", "ops.profiles", "ops.runner",
+                           "ops.settings", "ops.upgrade")
 
 PROFILE = Profile("AiiDA profile (default: the default profile)")
 
@@ -89,17 +90,33 @@ def lock(c, exclude_newer=None):
     environment.lock(settings.load(), exclude_newer=exclude_newer)
 
 
-@stack_task(name="upgrade", options={
+_WAIT = Flag("wait until no process runs and no task is queued, instead of refusing")
+
+
+@stack_task(name="upgrade", conflicts=[("wait", "pause_running")], options={
     "yes": Flag("do not ask (the daemon stops; every profile is backed up, then migrated)"),
-    "wait": Flag("wait until no process is active and no task is queued, instead of refusing")})
-def upgrade_task(c, yes=False, wait=False):
+    "wait": _WAIT,
+    "pause_running": Flag("pause running processes and play them after the upgrade (only when the storage "
+                          "schema stays the same: unfinished processes cannot be migrated)")})
+def upgrade_task(c, yes=False, wait=False, pause_running=False):
     """Move the running stack to the aiida-core version and plugins the settings name.
 
-    check (lock, new image builds and loads its plugins, no downgrade) → drain (no active process, no
+    check (lock, new image builds and loads its plugins, no downgrade) → drain (no running process, no
     queued task) → stop daemon → back up every profile (verified) → switch image → storage migrate →
     storage version → start, health, one calculation → record. Any failure after the daemon stopped
-    rolls back: pre-upgrade config.json and backups, previous image, daemon started; exits non-zero."""
-    console.out.print(upgrade.upgrade(settings.load(), yes=yes, wait_idle=wait))
+    rolls back: previous image with its config.json, pre-upgrade backups, daemon; exits non-zero."""
+    console.out.print(upgrade.upgrade(settings.load(), yes=yes, wait_idle=wait, pause=pause_running))
+
+
+@stack_task(name="migrate", options={
+    "profile": Profile("only this profile (default: every profile whose schema is older)"),
+    "yes": Flag("do not ask (the daemon stops; each profile is backed up, then migrated)"), "wait": _WAIT})
+def migrate_task(c, profile=None, yes=False, wait=False):
+    """Migrate profiles whose storage schema is older than the running aiida-core's (e.g. restored ones).
+
+    drain → stop daemon → back up (verified) → storage migrate → storage version → start, one
+    calculation → record. A failure restores the pre-migration backups; exits non-zero."""
+    console.out.print(migrate_ops.migrate(settings.load(), profile=profile, yes=yes, wait_idle=wait))
 
 
 @stack_task(options={"profile": PROFILE})
@@ -330,11 +347,13 @@ def backup_verify(c, id="latest", profile=None):
     "as_": Profile("restore into this profile instead (created if missing)", must=None),
     "yes": Flag("replace a profile that holds data (a safety backup is taken first)")})
 def restore(c, id="latest", profile=None, as_=None, yes=False):
-    """Restore a backup: verify → stop daemon → safety backup → load → migrate/repair → check → start."""
+    """Restore a backup: verify → stop daemon → safety backup → load → repair → check → start.
+
+    A backup from an older aiida-core is not migrated here: ./stack migrate does that, backup first."""
     console.out.print(backups.restore(_stack(), id, profile or "", as_ or "", yes))
 
 
-ns = Collection(up, down, status, logs, build, lock, upgrade_task, verdi, run, test, restore)
+ns = Collection(up, down, status, logs, build, lock, upgrade_task, migrate_task, verdi, run, test, restore)
 ns.add_collection(Collection("bench", bench_engine, bench_backup))
 ns.add_collection(Collection("backup", backup_run, backup_list, backup_verify))
 ns.add_collection(Collection("profile", profile_list, profile_show, profile_create, profile_delete,

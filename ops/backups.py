@@ -56,14 +56,15 @@ def engine_call_writable(stack: Stack, *args: str) -> dict:
 # ------------------------------------------------------------------------------------------ backup
 
 
-def backup(stack: Stack, names: list[str], keep: int | None) -> list[dict]:
+def backup(stack: Stack, names: list[str], keep: int | None, aiida_version: str | None = None) -> list[dict]:
+    """Back up each profile; `aiida_version`: the aiida-core that wrote the data (default: the settings')."""
     if keep is not None and keep < 1:
         raise StackError("--keep must be at least 1 (the newest backup is never pruned)", code=2)
     results = []
     for name in names:
         console.note(f"backing up {name}: lock → dump database → copy repository → manifest → publish")
         args = ["backup", "--profile", name, "--wait", str(BACKUP_WAIT),
-                "--aiida-version", stack.settings.aiida_core_version]
+                "--aiida-version", aiida_version or stack.settings.aiida_core_version]
         result = engine_call(stack, *args, *(["--keep", str(keep)] if keep else []))
         m = result["manifest"]
         console.step(f"{name}: {result['id']} — {m['node_count']} nodes, {_size(m['bytes_total'])} "
@@ -165,7 +166,9 @@ def find(stack: Stack, profile: str, ident: str) -> dict:
 # ----------------------------------------------------------------------------------------- restore
 
 
-def restore(stack: Stack, ident: str, source: str, target: str, yes: bool) -> Table:
+def restore(stack: Stack, ident: str, source: str, target: str, yes: bool, during_rollback: bool = False) -> Table:
+    """`during_rollback`: a runbook puts its own verified pre-change backup back; it keeps the daemon
+    stopped (the runbook starts it last) and takes no safety backup of the data it failed to change."""
     start = time.monotonic()
     listing = profiles.info(stack)
     source = profiles.validate_name(source or listing["default"])
@@ -186,13 +189,13 @@ def restore(stack: Stack, ident: str, source: str, target: str, yes: bool) -> Ta
     entry = _backed_up_entry(stack, source, chosen["id"])
 
     password = None if existing else profiles.create_database(stack, target)
-    serving = listing["default"] == target
+    serving = listing["default"] == target and not during_rollback
     if serving:
         daemon.stop(stack)
         console.step("daemon stopped")
-    adopted = False
+    adopted, settled = False, None
     try:
-        safety = backup(stack, [target], keep=None)[0]["id"] if holds_data else None
+        safety = backup(stack, [target], keep=None)[0]["id"] if holds_data and not during_rollback else None
         loaded = _load(stack, source, chosen["id"], target)
         if password is not None:
             _adopt(stack, target, password, entry)
@@ -204,14 +207,16 @@ def restore(stack: Stack, ident: str, source: str, target: str, yes: bool) -> Ta
             _undo_new_profile(stack, target, adopted)
         raise
     finally:
-        if serving:
+        if serving and (settled is None or settled["current"]):
             daemon.start(stack)
             console.step("daemon started")
     summary = Table("restore", "", title=f"restored {source}/{chosen['id']} into {target}", title_justify="left")
     summary.add_row("nodes", str(settled["nodes"]))
     summary.add_row("repository objects", str(loaded["objects"]))
-    summary.add_row("schema", settled["schema"] + (f" (migrated from {settled['schema_before']})"
-                                                  if settled["migrated"] else ""))
+    summary.add_row("schema", settled["schema"] if settled["current"] else
+                    f"[yellow]{settled['schema']}, older than this aiida-core's {settled['head']}[/]: "
+                    f"./stack migrate --profile {target} (backs up first, rolls back on failure)"
+                    + ("; the daemon stays stopped until then" if serving else ""))
     summary.add_row("safety backup of the replaced data", safety or "not needed (target held no data)")
     summary.add_row("duration", f"{time.monotonic() - start:.1f} s")
     return summary
@@ -253,8 +258,11 @@ def _after_restore(stack: Stack, target: str) -> dict:
     done = stack.exec_aiida([profiles.PROFILE_CLI, "after-restore", target], capture=True)
     settled = json_result(done.returncode, done.stdout, f"making the restored storage of {target} current",
                           done.stderr)
-    migrated = f" (migrated from {settled['schema_before']})" if settled["migrated"] else " (current)"
-    console.step(f"schema {settled['schema']}{migrated}; process tasks repaired")
+    if settled["current"]:
+        console.step(f"schema {settled['schema']} (current); process tasks repaired")
+    else:
+        console.note(f"schema {settled['schema']} is older than this aiida-core's {settled['head']}: not migrated "
+                     f"(no silent migrations); run ./stack migrate --profile {target}")
     return settled
 
 

@@ -98,11 +98,11 @@ class StackTask(Task):
 
     def get_arguments(self, ignore_unknown_help: bool | None = None) -> list[Argument]:
         typed = []
-        for arg in super().get_arguments(ignore_unknown_help):
+        for arg in super().get_arguments(ignore_unknown_help):  # invoke pops help texts: the second call has none
             param = arg.attr_name or arg.name
             typed.append(TypedArgument(self.options[param], names=arg.names, kind=arg.kind, default=arg.default,
-                                       help=arg.help, positional=arg.positional, optional=arg.optional,
-                                       incrementable=arg.incrementable, attr_name=arg.attr_name))
+                                       help=self.options[param].help or arg.help, positional=arg.positional,
+                                       optional=arg.optional, incrementable=arg.incrementable, attr_name=arg.attr_name))
         return typed
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:

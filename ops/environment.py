@@ -57,11 +57,20 @@ class Environment:
     def lock(self) -> Path:
         return LOCKS / f"{self.id}.txt"
 
+    @property
+    def lock_digest(self) -> str | None:
+        """What the lock pins (its content): a re-lock under the same name is another environment."""
+        return digest_of(self.lock.read_bytes()) if self.lock.is_file() else None
+
     def describe(self) -> str:
         return f"aiida-core {self.version}" + (f" with {', '.join(self.plugins)}" if self.plugins else "")
 
     def as_dict(self) -> dict:
         return {"aiida_core_version": self.version, "plugins": list(self.plugins)}
+
+
+def digest_of(lock_text: bytes) -> str:
+    return hashlib.sha256(lock_text).hexdigest()[:12]
 
 
 def require_lock(env: Environment) -> Path:

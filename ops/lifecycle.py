@@ -6,12 +6,13 @@ import contextlib
 import json
 import sys
 import time
+from dataclasses import dataclass
 
 from docker.errors import ImageNotFound, NotFound
 from rich.console import Group
 from rich.table import Table
 
-from ops import backups, building, console, engine, environment, profiles, secrets, wait
+from ops import backups, building, console, engine, environment, profiles, runbook, secrets, wait
 from ops.compose import Stack
 from ops.errors import StackError
 from ops.runner import aiida_info
@@ -48,37 +49,71 @@ def build(stack: Stack, only_missing: bool = False, verbose: bool = False) -> li
     return wanted
 
 
-ENVIRONMENT_RECORD = "environment.json"  # in the state folder: the lock the stack's data last ran with
+ENVIRONMENT_RECORD = "environment.json"  # in the state folder: the environment the stack's data last ran with
+LOCK_IN_IMAGE = "/opt/aiida-lock.txt"
 
 
-def recorded_lock(stack: Stack) -> str | None:
-    """The lock the stack's aiida service runs (its container's image) or last ran (the record)."""
-    with contextlib.suppress(StackError):
-        labels = stack.container(AIIDA).image.labels or {}
-        version = labels.get("org.aiida.core.version")
-        return labels.get("org.aiida-stack.lock") or (f"aiida-core-{version}.txt" if version else None)
-    try:
-        volume = f"{stack.settings.name}_{AIIDA_HOME_VOLUME}"
-        engine.client().volumes.get(volume)
-    except NotFound:
-        return None  # no data yet: any environment may start
-    with contextlib.suppress(OSError, ValueError):
-        return json.loads((stack.state / ENVIRONMENT_RECORD).read_text())["lock"]
-    return None
+@dataclass(frozen=True)
+class Deployed:
+    """The environment the stack's aiida service runs (or, when it is down, last ran)."""
+
+    version: str
+    lock: str  # the lock file's name
+    digest: str | None  # its content's (None: recorded before digests were kept)
+    image: str | None = None  # the running container's image reference
+
+    @classmethod
+    def running(cls, stack: Stack) -> Deployed:
+        """From the running aiida container; StackError when it does not run."""
+        container = stack.container(AIIDA)
+        if container.status != "running":
+            raise StackError(f"the aiida service is {container.status}: start the stack first (./stack up)", code=2)
+        labels = container.image.labels or {}
+        version = labels.get("org.aiida.core.version", "?")
+        pinned = container.exec_run(["cat", LOCK_IN_IMAGE])
+        return cls(version, labels.get("org.aiida-stack.lock") or f"aiida-core-{version}.txt",
+                   environment.digest_of(pinned.output) if pinned.exit_code == 0 else None,
+                   container.attrs["Config"]["Image"])
+
+    @classmethod
+    def of(cls, stack: Stack) -> Deployed | None:
+        """Running, else recorded; None when the stack holds no data yet (any environment may start)."""
+        with contextlib.suppress(StackError):
+            return cls.running(stack)
+        try:
+            engine.client().volumes.get(f"{stack.settings.name}_{AIIDA_HOME_VOLUME}")
+        except NotFound:
+            return None
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            record = json.loads((stack.state / ENVIRONMENT_RECORD).read_text())
+            return cls(record["aiida_core_version"], record["lock"], record.get("digest"))
+        return None
+
+    def same_software(self, target: environment.Environment) -> bool:
+        digest = target.lock_digest
+        return self.lock == target.lock.name and (None in (self.digest, digest) or self.digest == digest)
+
+    def compose_env(self) -> dict[str, str]:
+        """Compose variables that select this image again (they override the env file)."""
+        tag = (self.image or "").rsplit(":", 1)[-1].removeprefix(f"{self.version}-")
+        return {"AIIDA_CORE_VERSION": self.version, "AIIDA_LOCK": self.lock, "STACK_TAG_AIIDA": tag}
 
 
 def refuse_silent_upgrade(stack: Stack) -> None:
     target = environment.Environment.of(stack.settings)
-    current = recorded_lock(stack)
-    if current and current != target.lock.name:
-        raise StackError(f"the stack's data runs on {current}; the settings now name {target.lock.name} "
-                         f"({target.describe()}). Changing the software under existing data is an upgrade: "
-                         "./stack upgrade (checks, backs up, migrates, rolls back on failure); nothing started", code=2)
+    current = Deployed.of(stack)
+    if current and not current.same_software(target):
+        changed = (f"the settings now name {target.lock.name} ({target.describe()})" if current.lock != target.lock.name
+                   else f"{target.lock.name} was re-locked since (other pins)")
+        raise StackError(f"the stack's data runs on {current.lock}; {changed}. Changing the software under existing "
+                         "data is an upgrade: ./stack upgrade (checks, backs up, migrates, rolls back on failure); "
+                         "nothing started", code=2)
 
 
 def record_environment(stack: Stack) -> None:
     env = environment.Environment.of(stack.settings)
-    secrets.write_private(stack.state / ENVIRONMENT_RECORD, json.dumps({"lock": env.lock.name, **env.as_dict()}))
+    secrets.write_private(stack.state / ENVIRONMENT_RECORD, json.dumps(
+        {"lock": env.lock.name, "digest": env.lock_digest, **env.as_dict()}))
 
 
 def up(settings: Settings, verbose: bool = False) -> Stack:
@@ -130,16 +165,17 @@ def status(settings: Settings) -> Group:
     engine.client()
     states = wait.service_states(stack)
     table = Table("service", "state", "health", "detail", title=f"stack {settings.name}", title_justify="left")
-    detail, listing = {}, None
+    detail, listing, schemas = {}, None, {}
     if states.get(AIIDA, {}).get("state") == "running":
         try:
             info = aiida_info(stack)
             listing = profiles.info(stack)
+            schemas = runbook.activity(stack)
             plugins = f" with {', '.join(info['plugins'])}" if info.get("plugins") else ""
-            last = upgrade_history_line(stack)
+            active = sum(p["active"] for p in schemas.values())
             detail[AIIDA] = (f"aiida-core {info['aiida_core']}{plugins}; default profile: {info['default_profile']}; "
-                             f"daemon: {info['daemon_workers']} workers; "
-                             f"active processes: {info['active_processes']}; last upgrade: {last}")
+                             f"daemon: {info['daemon_workers']} workers; active processes: {active}; "
+                             f"last upgrade: {runbook.last_change(stack)}")
         except StackError as exc:
             detail[AIIDA] = f"[red]{exc}[/]"
     if states.get(BACKUP, {}).get("state") == "running":
@@ -158,26 +194,30 @@ def status(settings: Settings) -> Group:
         with contextlib.suppress(StackError):
             for b in backups.published(stack):
                 latest.setdefault(b["profile"], b)
-    return Group(table, profiles_table(listing, latest))
+    return Group(table, profiles_table(listing, latest, schemas))
 
 
-def upgrade_history_line(stack: Stack) -> str:
-    from ops import upgrade  # upgrade builds on this module
-
-    return upgrade.last_upgrade(stack)
-
-
-def profiles_table(listing: dict, latest: dict | None = None) -> Table:
-    columns = ["profile", "default", "nodes", "database", "repository"]
+def profiles_table(listing: dict, latest: dict | None = None, schemas: dict | None = None) -> Table:
+    columns = ["profile", "default", "nodes", *(["schema"] if schemas else []), "database", "repository"]
     table = Table(*columns, *(["last backup"] if latest is not None else []), title="profiles", title_justify="left")
     for p in listing["profiles"]:
         nodes = str(p["nodes"]) if p.get("nodes") is not None else f"[red]{p.get('error', '?')}[/]"
-        row = [p["name"], "✔" if p["is_default"] else "", nodes, f"{p['database_name']}@{p['database_hostname']}",
-               p["repository_path"]]
+        row = [p["name"], "✔" if p["is_default"] else "", nodes]
+        if schemas:
+            row.append(schema_state(schemas.get(p["name"])))
+        row += [f"{p['database_name']}@{p['database_hostname']}", p["repository_path"]]
         if latest is not None:
             row.append(backups.describe(latest.get(p["name"])))
         table.add_row(*row)
     return table
+
+
+def schema_state(state: dict | None) -> str:
+    if not state:
+        return "?"
+    if state["schema"] == state["head"]:
+        return f"{state['schema']} (current)"
+    return f"[yellow]{state['schema']}: needs ./stack migrate (to {state['head']})[/]"
 
 
 def profile_details(profile: dict) -> Table:

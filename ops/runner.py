@@ -39,19 +39,19 @@ def copy_into_aiida(stack: Stack, script: Path) -> str:
 
 
 def run_script(stack: Stack, script: Path, args: Sequence[str] = (), profile: str | None = None,
-               capture: bool = False) -> tuple[int, str]:
-    """`verdi [-p PROFILE] run SCRIPT ARGS` in the aiida container; exit code passes through."""
+               capture: bool = False, plain: bool = False) -> tuple[int, str]:
+    """`verdi [-p PROFILE] run SCRIPT ARGS` in the aiida container (`plain`: `python SCRIPT ARGS`, no
+    profile loaded for it); exit code passes through."""
     remote = copy_into_aiida(stack, script)
-    selector = ["-p", profile] if profile else []
+    runner = ["python"] if plain else ["verdi", *(["-p", profile] if profile else []), "run"]
     try:
-        done = stack.exec_aiida(["verdi", *selector, "run", remote, *args], interactive=not capture,
-                                capture=capture)
+        done = stack.exec_aiida([*runner, remote, *args], interactive=not capture, capture=capture)
     finally:
         stack.exec_aiida(["rm", "-rf", str(Path(remote).parent)], capture=True)
     return done.returncode, done.stdout if capture else ""
 
 
-def aiida_info(stack: Stack, profile: str | None = None) -> dict:
-    """The installation's state (version, profiles, daemon, active processes) from inside."""
-    code, out = run_script(stack, SCRIPTS / "stack_info.py", profile=profile, capture=True)
+def aiida_info(stack: Stack) -> dict:
+    """The installation's state (version, plugins, profiles, daemon) from inside."""
+    code, out = run_script(stack, SCRIPTS / "stack_info.py", capture=True, plain=True)
     return json_result(code, out, "reading the aiida service's state")

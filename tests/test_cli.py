@@ -80,3 +80,14 @@ def test_logs_refuses_an_unknown_service():
     done = stack_cli(unique_name("bad"), "logs", "--service", "mysql")
     assert done.returncode == 2
     assert "--service: must be one of" in done.stderr
+
+
+@pytest.mark.parametrize("task", ["backup", "upgrade", "migrate", "restore"])
+def test_every_option_has_its_help_text_in_help(task):
+    """invoke pops a task's help texts on first use; ./stack TASK --help must still show every one."""
+    from tasks import ns
+
+    done = stack_cli(unique_name("help"), task, "--help")
+    assert done.returncode == 0, done.stderr
+    for option in ns[task].options.values():
+        assert " ".join(option.help.split()[:4]) in " ".join(done.stdout.split()), (option.help, done.stdout)

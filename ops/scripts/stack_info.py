@@ -1,19 +1,19 @@
-"""Runs inside the aiida container (verdi run): prints the installation's state as one JSON line."""
+"""Runs inside the aiida container (plain python): the installation's state as one JSON line.
+
+It loads the default profile but never its storage, so it answers for a profile whose storage needs
+`./stack migrate` too (processes and schemas come from `aiida-stack-profile activity`)."""
 
 import json
 from importlib.metadata import distributions
 
 import aiida
 from aiida.engine.daemon.client import get_daemon_client
-from aiida.manage.configuration import get_config, get_profile
-from aiida.orm import ProcessNode, QueryBuilder
+from aiida.manage.configuration import get_config, load_profile
 
+profile = load_profile()
 config = get_config()
 client = get_daemon_client()
 running = client.is_daemon_running
-active = QueryBuilder().append(
-    ProcessNode, filters={"attributes.process_state": {"in": ["created", "waiting", "running"]}}
-).count()
 # plugins: installed distributions (other than aiida-core) that register AiiDA entry points
 plugins = sorted({f"{d.metadata['Name']}=={d.version}" for d in distributions()
                   if d.metadata["Name"].lower() != "aiida-core"
@@ -21,10 +21,9 @@ plugins = sorted({f"{d.metadata['Name']}=={d.version}" for d in distributions()
 print(json.dumps({
     "plugins": plugins,
     "aiida_core": aiida.__version__,
-    "profile": get_profile().name,
+    "profile": profile.name,
     "default_profile": config.default_profile_name,
     "profiles": sorted(config.profile_names),
     "daemon_running": running,
     "daemon_workers": client.get_numprocesses()["numprocesses"] if running else 0,
-    "active_processes": active,
 }))

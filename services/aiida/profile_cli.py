@@ -12,9 +12,11 @@
       One JSON line: {"default": name, "profiles": [names], "uuids": {name: uuid}}; from config.json,
       no aiida import (fast).
   aiida-stack-profile activity
-      One JSON line: {"profiles": {name: {"active", "schema", "head"}}}: processes not yet terminated
-      (created, waiting, running; null when the schema is not this aiida-core's), the stored schema
-      and this aiida-core's head.
+      One JSON line: {"profiles": {name: {"schema", "head", "active", "paused"}}}: the stored schema,
+      this aiida-core's head, processes not yet terminated (created, waiting, running), paused ones.
+  aiida-stack-profile pause NAME / play NAME [PK ...]
+      Pause every running process of NAME (its daemon must run), one JSON line with their pks;
+      play the given ones again.
   aiida-stack-profile workers [NAME]
       One JSON line: {"profile", "running", "configured"}: the daemon's workers now and the profile's
       daemon.default_workers (NAME: default profile). No aiida import.
@@ -25,9 +27,9 @@
       place (database aiida_NAME, repository/NAME): this stack's credentials and broker, a new
       PROFILE_UUID (its own broker queues), the backed-up profile's options. No storage set-up.
   aiida-stack-profile after-restore NAME
-      Make restored storage current: migrate the schema if it is older (as `verdi storage
-      migrate`), `verdi process repair --force` (broker state is not in backups), count the nodes.
-      One JSON line: {"nodes", "schema_before", "schema", "migrated"}.
+      Restored storage: count the nodes; on this aiida-core's schema, `verdi process repair --force`
+      (broker state is not in backups). An older schema is left for ./stack migrate, never migrated here.
+      One JSON line: {"nodes", "schema", "head", "current"}.
 
 Exit codes: 0 ok, 1 failure (nothing changed), 2 usage, 3 create: profile exists / delete: unknown
 profile, 4 delete: NAME is the default and other profiles exist. Errors: one line on stderr.
@@ -48,6 +50,7 @@ import warnings
 import common
 import daemon
 import profiles
+import storage_state
 from common import BROKER_FILE, CONFIG_DIR, DAEMON_DIR, REPOSITORY_ROOT, hold_file, log, read_config, verdi
 from stack_rules import database_name, profile_problem
 
@@ -230,38 +233,7 @@ def adopt(args) -> None:
     log(f"profile {name!r} adopted: restored storage {database_name(name)} and {REPOSITORY_ROOT / name}")
 
 
-def after_restore(args) -> None:
-    from aiida.storage.psql_dos.backend import PsqlDosBackend
-
-    name = valid_name(args.name)
-    warnings.filterwarnings("ignore")
-    with contextlib.redirect_stdout(sys.stderr):  # stdout carries the JSON line only
-        profile = profiles.load_config().get_profile(name)
-        before, head = PsqlDosBackend.version_profile(profile), PsqlDosBackend.version_head()
-        if before != head:
-            log(f"schema of {name!r} is {before}, this aiida-core's is {head}: migrating")
-            PsqlDosBackend.migrate(profile)
-        verdi("-p", name, "process", "repair", "--force", echo=echo, timeout=300)
-        nodes = count_nodes(profile)
-    print(json.dumps({"nodes": nodes, "schema_before": before, "schema": head, "migrated": before != head}),
-          flush=True)
-
-
 # -------------------------------------------------------------------------------------------- info
-
-
-def count_nodes(profile) -> int:
-    from sqlalchemy import text
-
-    if profile.storage_backend == "core.psql_dos":  # direct import: the entry-point scan costs seconds
-        from aiida.storage.psql_dos.backend import PsqlDosBackend as storage_cls
-    else:
-        storage_cls = profile.storage_cls
-    storage = storage_cls(profile)  # validates the schema version; writes nothing
-    try:
-        return int(storage.get_session().execute(text("SELECT count(*) FROM db_dbnode")).scalar())
-    finally:
-        storage.close()
 
 
 def info(_args) -> None:
@@ -281,31 +253,6 @@ def names(_args) -> None:
     uuids = {name: entry.get("PROFILE_UUID") for name, entry in config.get("profiles", {}).items()}
     print(json.dumps({"default": common.default_profile(config), "profiles": common.profile_names(config),
                       "uuids": uuids}), flush=True)
-
-
-ACTIVE_SQL = ("SELECT count(*) FROM db_dbnode WHERE node_type LIKE 'process.%' "
-              "AND attributes->>'process_state' IN ('created', 'waiting', 'running')")
-
-
-def activity(_args) -> None:
-    """Per profile: processes not yet terminated, the stored schema and this aiida-core's schema head."""
-    from aiida.storage.psql_dos.backend import PsqlDosBackend
-    from sqlalchemy import text
-
-    warnings.filterwarnings("ignore")
-    found = {}
-    with contextlib.redirect_stdout(sys.stderr):  # stdout carries the JSON line only
-        for profile in profiles.load_config().profiles:
-            entry = {"schema": PsqlDosBackend.version_profile(profile), "head": PsqlDosBackend.version_head(),
-                     "active": None}
-            if entry["schema"] == entry["head"]:
-                storage = PsqlDosBackend(profile)
-                try:
-                    entry["active"] = int(storage.get_session().execute(text(ACTIVE_SQL)).scalar())
-                finally:
-                    storage.close()
-            found[profile.name] = entry
-    print(json.dumps({"profiles": found}), flush=True)
 
 
 def workers(args) -> None:
@@ -337,7 +284,7 @@ def describe(profile, default: str | None) -> dict:
         "nodes": None,
     }
     try:
-        entry["nodes"] = count_nodes(profile)
+        entry["nodes"] = storage_state.count_nodes(profile)
     except Exception as exc:
         entry["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
     return entry
@@ -361,8 +308,14 @@ def parser() -> Parser:
     gone.set_defaults(run=delete)
     sub.add_parser("info", help="one JSON line describing every profile").set_defaults(run=info)
     sub.add_parser("names", help="one JSON line: the default and every profile name").set_defaults(run=names)
-    sub.add_parser("activity", help="one JSON line: active processes and schemas per profile").set_defaults(
-        run=activity)
+    sub.add_parser("activity", help="one JSON line: schemas, active and paused processes per profile").set_defaults(
+        run=storage_state.activity)
+    for verb, run in (("pause", storage_state.pause), ("play", storage_state.play)):
+        paused = sub.add_parser(verb, help=f"{verb} processes of a profile (pause: every running one)")
+        paused.add_argument("name")
+        if verb == "play":
+            paused.add_argument("pks", nargs="*", type=int)
+        paused.set_defaults(run=run)
     counted = sub.add_parser("workers", help="one JSON line: running and configured daemon workers")
     counted.add_argument("name", nargs="?")
     counted.set_defaults(run=workers)
@@ -371,9 +324,9 @@ def parser() -> Parser:
     adopted.add_argument("--email", required=True)
     adopted.add_argument("--options", default="{}")
     adopted.set_defaults(run=adopt)
-    settle = sub.add_parser("after-restore", help="migrate if older, repair process tasks, count nodes")
+    settle = sub.add_parser("after-restore", help="repair process tasks (current schema only), count nodes")
     settle.add_argument("name")
-    settle.set_defaults(run=after_restore)
+    settle.set_defaults(run=storage_state.after_restore)
     return top
 
 

@@ -1,0 +1,124 @@
+"""The state of each profile's storage, read with SQL that every supported aiida-core schema shares.
+
+Nothing here loads a profile's storage through aiida's backend class: that refuses a schema other
+than this aiida-core's head, and a profile restored from an older backup (or waiting for
+`./stack migrate`) must still be counted, drained and reported. Used by aiida-stack-profile.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import time
+import warnings
+
+import profiles
+from common import log, verdi
+
+# not yet terminated: what `verdi storage migrate` cannot carry across
+ACTIVE = ("node_type LIKE 'process.%' AND attributes->>'process_state' IN ('created', 'waiting', 'running')")
+PAUSED = "COALESCE(attributes->>'paused', 'false') = 'true'"
+
+
+@contextlib.contextmanager
+def connection(profile):
+    """A plain SQLAlchemy connection to the profile's database (no schema check, no writes)."""
+    from aiida.storage.psql_dos.utils import create_sqlalchemy_engine
+
+    engine = create_sqlalchemy_engine(profile.storage_config)
+    try:
+        with engine.connect() as conn:
+            yield conn
+    finally:
+        engine.dispose()
+
+
+def scalar(profile, sql: str) -> int:
+    from sqlalchemy import text
+
+    with connection(profile) as conn:
+        return int(conn.execute(text(sql)).scalar())
+
+
+def count_nodes(profile) -> int:
+    return scalar(profile, "SELECT count(*) FROM db_dbnode")
+
+
+def schemas(profile) -> tuple[str, str]:
+    """(stored schema, this aiida-core's head)."""
+    from aiida.storage.psql_dos.backend import PsqlDosBackend
+
+    return PsqlDosBackend.version_profile(profile), PsqlDosBackend.version_head()
+
+
+def activity(_args) -> None:
+    """Per profile: the stored schema, this aiida-core's head, active processes and how many are paused."""
+    warnings.filterwarnings("ignore")
+    found = {}
+    with contextlib.redirect_stdout(sys.stderr):  # stdout carries the JSON line only
+        for profile in profiles.load_config().profiles:
+            schema, head = schemas(profile)
+            found[profile.name] = {
+                "schema": schema, "head": head,
+                "active": scalar(profile, f"SELECT count(*) FROM db_dbnode WHERE {ACTIVE}"),
+                "paused": scalar(profile, f"SELECT count(*) FROM db_dbnode WHERE {ACTIVE} AND {PAUSED}")}
+    print(json.dumps({"profiles": found}), flush=True)
+
+
+def _running_pks(profile) -> list[int]:
+    from sqlalchemy import text
+
+    with connection(profile) as conn:
+        rows = conn.execute(text(f"SELECT id FROM db_dbnode WHERE {ACTIVE} AND NOT {PAUSED} ORDER BY id"))
+        return [int(row[0]) for row in rows]
+
+
+def pause(args) -> None:
+    """Pause every active, unpaused process of the profile (through its daemon); print their pks."""
+    warnings.filterwarnings("ignore")
+    with contextlib.redirect_stdout(sys.stderr):
+        profile = profiles.load_config().get_profile(args.name)
+        pks = _running_pks(profile)
+        if pks:
+            verdi("-p", args.name, "process", "pause", "-t", "60", *map(str, pks), timeout=180)
+            deadline = time.monotonic() + 120
+            while set(pks) & set(_running_pks(profile)):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"processes {sorted(set(pks) & set(_running_pks(profile)))} did not pause")
+                time.sleep(1)
+        log(f"paused {len(pks)} process(es) of {args.name!r}: {pks}")
+    print(json.dumps({"profile": args.name, "paused": pks}), flush=True)
+
+
+def play(args) -> None:
+    """Play the given processes again (those `pause` paused)."""
+    with contextlib.redirect_stdout(sys.stderr):
+        if args.pks:
+            verdi("-p", args.name, "process", "play", "-t", "60", *map(str, args.pks), timeout=180)
+    print(json.dumps({"profile": args.name, "played": args.pks}), flush=True)
+
+
+def repair_command() -> list[str]:
+    """verdi's command that re-creates missing process tasks and drops orphaned ones."""
+    from aiida.cmdline.commands import cmd_process
+
+    if hasattr(cmd_process, "process_repair"):
+        return ["process", "repair", "--force"]
+    return ["devel", "rabbitmq", "tasks", "analyze", "--fix"]  # aiida-core before `verdi process repair`
+
+
+def after_restore(args) -> None:
+    """Restored storage: count its nodes; when its schema is this aiida-core's, re-create the broker's
+    tasks (`verdi process repair`: broker state is not in backups). An older schema is left as it is,
+    for `./stack migrate` (backup first, rollback on failure): no migration happens here."""
+    warnings.filterwarnings("ignore")
+    with contextlib.redirect_stdout(sys.stderr):  # stdout carries the JSON line only
+        profile = profiles.load_config().get_profile(args.name)
+        schema, head = schemas(profile)
+        if schema == head:
+            verdi("-p", args.name, *repair_command(), echo=lambda line: log(f"verdi: {line}"), timeout=300)
+        else:
+            log(f"schema of {args.name!r} is {schema}, this aiida-core's is {head}: it needs ./stack migrate")
+        nodes = count_nodes(profile)
+    print(json.dumps({"nodes": nodes, "schema": schema, "head": head, "current": schema == head}), flush=True)
