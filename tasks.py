@@ -161,6 +161,19 @@ def bench_backup(c, nodes=20000, megabytes=1024, files=None, keep=False):
     bench_ops.backup_benchmark(settings.load(), nodes=nodes, megabytes=megabytes, files=files or 0, keep=keep)
 
 
+@stack_task(name="upgrade", options={
+    "nodes": Count("nodes to generate before the upgrade", maximum=10_000_000),
+    "megabytes": Count("megabytes of files (random bytes)", maximum=1_000_000),
+    "from_version": Text("aiida-core to start from (needs its lock)", max_length=20, pattern=r"[0-9]+\.[0-9]+\.[0-9]+",
+                         pattern_help="a version like 2.2.2"),
+    "keep": Flag("keep the throwaway stack afterwards")})
+def bench_upgrade(c, nodes=3000, megabytes=60, from_version="2.2.2", keep=False):
+    """Upgrade benchmark: a throwaway stack on FROM_VERSION with NODES nodes and MEGABYTES of files,
+    upgraded to the settings' environment: the duration, each step's share, the daemon's downtime."""
+    bench_ops.upgrade_benchmark(settings.load(), nodes=nodes, megabytes=megabytes, from_version=from_version,
+                                keep=keep)
+
+
 @stack_task(options={"k": Text("only tests matching this pytest -k expression", max_length=1000)})
 def test(c, k=None):
     """Run the whole test suite (unit + testcontainers integration), preparing engine and images first.
@@ -354,7 +367,7 @@ def restore(c, id="latest", profile=None, as_=None, yes=False):
 
 
 ns = Collection(up, down, status, logs, build, lock, upgrade_task, migrate_task, verdi, run, test, restore)
-ns.add_collection(Collection("bench", bench_engine, bench_backup))
+ns.add_collection(Collection("bench", bench_engine, bench_backup, bench_upgrade))
 ns.add_collection(Collection("backup", backup_run, backup_list, backup_verify))
 ns.add_collection(Collection("profile", profile_list, profile_show, profile_create, profile_delete,
                              profile_set_default))

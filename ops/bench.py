@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import os
 import secrets as token
+import shutil
 import time
 
+from packaging.version import Version
 from rich.table import Table
 
 from ops import backups, console, lifecycle, profiles
 from ops.compose import Stack, json_result
 from ops.errors import StackError
 from ops.runner import SCRIPTS, run_script
-from ops.services import AIIDA_HOME_IN_AIIDA, AIIDA_HOME_IN_BACKUP, BACKUP, BACKUP_USER
-from ops.settings import Settings
+from ops.services import AIIDA_HOME_IN_AIIDA, AIIDA_HOME_IN_BACKUP, BACKUP, BACKUP_USER, BACKUP_VOLUMES
+from ops.settings import Settings, load
 
 
 def warm_up(settings: Settings) -> float:
@@ -163,3 +165,45 @@ def _verdict(ratio: float, target: float) -> str:
 
 def _mb(n: int) -> str:
     return f"{n / 2**20:.1f} MB"
+
+
+# ----------------------------------------------------------------------------------- bench.upgrade
+
+
+def upgrade_benchmark(settings: Settings, nodes: int, megabytes: int, from_version: str, keep: bool) -> None:
+    """A throwaway stack on aiida-core FROM with NODES nodes and MEGABYTES of files, upgraded to the
+    settings' environment by ./stack upgrade: its duration, each step's share, the daemon's downtime."""
+    from ops import runbook, upgrade  # upgrade builds on lifecycle, which this module also uses
+
+    name = f"{settings.name}-bench-upgrade"
+    old = load(name=name, aiida_core_version=from_version, plugins=[], backup_schedule="off")
+    new = load(name=name, backup_schedule="off")
+    if Version(from_version) >= Version(new.aiida_core_version):
+        raise StackError(f"--from-version {from_version} is not older than {new.aiida_core_version}", code=2)
+    try:
+        console.note(f"throwaway stack {name} on aiida-core {from_version}")
+        lifecycle.up(old)
+        stack = Stack(old)
+        console.note(f"generating {nodes} nodes and {megabytes} MB of files")
+        code, out = run_script(stack, SCRIPTS / "bench_populate.py", [str(nodes), str(megabytes * 1024 * 1024)],
+                               capture=True)
+        made = json_result(code, out, "generating the benchmark data")
+        console.step(f"{made['nodes_created']} nodes, {made['bytes_written'] / 2**20:.0f} MB in {made['seconds']} s")
+        upgrade.upgrade(new, yes=True, wait_idle=False, pause=False)
+        record = runbook.history(stack)[-1]
+    finally:
+        if not keep:
+            lifecycle.down(old, volumes=True, yes=True)
+            lifecycle.remove_volumes(old, BACKUP_VOLUMES)
+            shutil.rmtree(old.state_dir, ignore_errors=True)
+            console.step(f"removed the throwaway stack {name} (--keep keeps it)")
+    table = Table("figure", "value", title=f"upgrade aiida-core {from_version} → {new.aiida_core_version}",
+                  title_justify="left")
+    table.add_row("data", f"{made['nodes_created']} nodes, {made['bytes_written'] / 2**20:.0f} MB of files")
+    table.add_row("upgrade (./stack upgrade, check to record)", f"[bold]{record['seconds']:.1f} s[/]")
+    for step, seconds in record["steps"].items():
+        table.add_row(f"  {step}", f"{seconds:.1f} s ({100 * seconds / record['seconds']:.0f} %)")
+    rest = record["seconds"] - sum(record["steps"].values())
+    table.add_row("  check + build + drain + record", f"{rest:.1f} s ({100 * rest / record['seconds']:.0f} %)")
+    table.add_row("daemon downtime (stop → started)", f"[bold]{record['daemon_downtime']:.1f} s[/]")
+    console.out.print(table)

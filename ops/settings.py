@@ -124,7 +124,8 @@ def load(**overrides: object) -> Settings:
         for err in exc.errors():
             field = ".".join(str(p) for p in err["loc"]) or "settings"
             variable = f"{ENV_PREFIX}{field.upper()}"
-            source = variable if variable in os.environ else settings_file().name
+            source = ("this command" if field in overrides else variable if variable in os.environ
+                      else settings_file().name)
             got = f" (got {err['input']!r})" if err["type"] != "extra_forbidden" else ""
             lines.append(f"  {field}{got}, from {source}: {err['msg']}")
         raise StackError("invalid settings, nothing started:\n" + "\n".join(lines), code=2) from None

@@ -1,5 +1,6 @@
-"""Varied content for backup round trips: data nodes of several types, a workflow calling
-calculations (links), groups, comments, logs, and files from 0 bytes to BIG_MB (default 60) MB."""
+"""Varied content for backup round trips and upgrades: data nodes of several types (unicode
+attributes), a workflow calling calculations (links), groups, comments, logs, a second computer, and
+files from 0 bytes to BIG_MB (default 60) MB."""
 
 import io
 import os
@@ -37,4 +38,7 @@ orm.Group(label="empty-group").store()
 values[0].base.comments.add("a comment on seven")
 values[0].base.extras.set("tag", "extra value")
 values[2].logger.report("a log entry about the string")
+if not orm.Computer.collection.find(filters={"label": "cluster"}):
+    orm.Computer(label="cluster", hostname="cluster.example.org", description="a cluster reached over SSH",
+                 transport_type="core.ssh", scheduler_type="core.slurm", workdir="/scratch/{username}/aiida").store()
 print(len(values) + len(files) + 1, result.value)
