@@ -201,31 +201,37 @@ def _quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def pip_build_settings() -> tuple[Path, Path]:
-    """The host's pip CA bundle and index settings, handed to image builds as BuildKit secrets."""
-    build = engine.STATE_ROOT / "build"
-    build.mkdir(parents=True, exist_ok=True, mode=0o700)
+def pip_settings() -> tuple[Path, dict[str, str]]:
+    """The host's pip CA bundle and its index and proxy settings (PIP_INDEX_URL, ..., HTTPS_PROXY)."""
     config = _pip_config()
     keys = {"PIP_INDEX_URL": "index-url", "PIP_EXTRA_INDEX_URL": "extra-index-url",
             "PIP_TRUSTED_HOST": "trusted-host", "PIP_DEFAULT_TIMEOUT": "timeout"}
-    lines = []
+    values = {}
     for variable, option in keys.items():
         value = os.environ.get(variable) or config.get(option, "")
         # file:// indexes are host paths, meaningless inside a build
         value = " ".join(v for v in value.split() if not v.startswith("file:"))
         if value:
-            lines.append(f"{variable}={_quote(value)}")
-    lines += [f"{v}={_quote(os.environ[v])}" for v in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY") if os.environ.get(v)]
-    pip_env = build / "pip.env"
-    secrets.write_private(pip_env, "".join(line + "\n" for line in lines))
+            values[variable] = value
+    values.update({v: os.environ[v] for v in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY") if os.environ.get(v)})
     candidates = [os.environ.get("PIP_CERT"), config.get("cert"), os.environ.get("REQUESTS_CA_BUNDLE"),
                   os.environ.get("SSL_CERT_FILE"), "/etc/ssl/certs/ca-certificates.crt"]
-    for candidate in candidates:
-        if candidate and Path(candidate).is_file():
-            return Path(candidate), pip_env
-    empty = build / "no-ca-bundle.pem"
-    empty.touch()
-    return empty, pip_env
+    cert = next((Path(c) for c in candidates if c and Path(c).is_file()), None)
+    if cert is None:
+        cert = engine.STATE_ROOT / "build" / "no-ca-bundle.pem"
+        cert.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        cert.touch()
+    return cert, values
+
+
+def pip_build_settings() -> tuple[Path, Path]:
+    """pip_settings() as BuildKit secrets for image builds: the CA bundle, and a KEY=value file."""
+    cert, values = pip_settings()
+    build = engine.STATE_ROOT / "build"
+    build.mkdir(parents=True, exist_ok=True, mode=0o700)
+    pip_env = build / "pip.env"
+    secrets.write_private(pip_env, "".join(f"{key}={_quote(value)}\n" for key, value in values.items()))
+    return cert, pip_env
 
 
 def _pip_config() -> dict[str, str]:

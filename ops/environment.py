@@ -83,21 +83,15 @@ def require_lock(env: Environment) -> Path:
 
 def _uv_environment() -> dict[str, str]:
     """uv behind the same proxy, CA bundle and index settings as pip and the image builds."""
-    from ops.compose import pip_build_settings
+    from ops.compose import pip_settings
 
-    cert, pip_env = pip_build_settings()
+    cert, values = pip_settings()
     env = dict(os.environ)
     if cert.stat().st_size:
         env["SSL_CERT_FILE"] = str(cert)
-    for line in pip_env.read_text().splitlines():
-        key, _, value = line.partition("=")
-        value = value.strip("'\"")
-        if key == "PIP_INDEX_URL":
-            env["UV_INDEX_URL"] = value
-        elif key == "PIP_EXTRA_INDEX_URL":
-            env["UV_EXTRA_INDEX_URL"] = value
-        elif key in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY"):
-            env[key] = value
+    renamed = {"PIP_INDEX_URL": "UV_INDEX_URL", "PIP_EXTRA_INDEX_URL": "UV_EXTRA_INDEX_URL"}
+    env.update({renamed.get(key, key): value for key, value in values.items()
+                if key in renamed or key.endswith("_PROXY")})
     return env
 
 
