@@ -29,8 +29,8 @@ def migrate(settings: Settings, profile: str | None, yes: bool, wait_idle: bool)
     runbook.confirm(yes, f"Migrate {described}? The daemon stops and each is backed up first; a migrated database "
                     f"cannot be opened by an older aiida-core than {running.version}.", "migrate")
     change = runbook.Change(stack, "migrate", names, running.version)
+    change.drain(wait_idle, pause=False)  # refuses, or waits: nothing changes before the daemon stops
     try:
-        change.drain(wait_idle, pause=False)
         change.stop_daemon()
         change.back_up()
         change.migrate()

@@ -235,7 +235,8 @@ class Change:
         undone, failed = self.journal.rollback()
         healthy = True
         try:
-            wait.until_healthy(self.stack, SERVICES, HEALTH_TIMEOUT)
+            if undone or failed:
+                wait.until_healthy(self.stack, SERVICES, HEALTH_TIMEOUT)
         except StackError as problem:
             healthy = False
             failed.append(f"health check ({str(problem).splitlines()[0]})")

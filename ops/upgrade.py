@@ -98,6 +98,10 @@ def upgrade(settings: Settings, yes: bool, wait_idle: bool, pause: bool) -> Tabl
                             record={"from": running.lock, "to": target.lock.name})
     try:
         change.drain(wait_idle, pause)
+    except BaseException:
+        change.journal.rollback()  # plays what the drain paused; nothing else changed
+        raise
+    try:
         change.stop_daemon()
         change.back_up()
         _switch(change, running)
