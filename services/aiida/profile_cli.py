@@ -26,7 +26,7 @@
       PROFILE_UUID (its own broker queues), the backed-up profile's options. No storage set-up.
   aiida-stack-profile after-restore NAME
       Make restored storage current: migrate the schema if it is older (as `verdi storage
-      migrate`), `verdi process repair --force` (broker state is not in backups), count the nodes.
+      migrate`), re-create lost process tasks (broker state is not in backups), count the nodes.
       One JSON line: {"nodes", "schema_before", "schema", "migrated"}.
 
 Exit codes: 0 ok, 1 failure (nothing changed), 2 usage, 3 create: profile exists / delete: unknown
@@ -46,18 +46,14 @@ import uuid
 import warnings
 
 import common
+import compat
 import daemon
 import profiles
-from common import BROKER_FILE, CONFIG_DIR, DAEMON_DIR, REPOSITORY_ROOT, hold_file, log, read_config, verdi
+from common import BROKER_FILE, CONFIG_DIR, DAEMON_DIR, REPOSITORY_ROOT, CliError, hold_file, log, read_config, verdi
+from profile_info import activity, count_nodes, info, names, workers
 from stack_rules import database_name, profile_problem
 
 ME = "aiida-stack-profile"
-
-
-class CliError(Exception):
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 class Parser(argparse.ArgumentParser):
@@ -80,7 +76,7 @@ def echo(line: str) -> None:
 
 
 def broker_source(config: dict) -> dict:
-    """Broker settings of an existing core.rabbitmq profile (the default first): all share one RabbitMQ.
+    """Broker settings of an existing RabbitMQ profile (the default first): all share one RabbitMQ.
 
     Without any, those the supervisor recorded (BROKER_FILE)."""
     entries = config.get("profiles", {})
@@ -88,13 +84,13 @@ def broker_source(config: dict) -> dict:
     for name in order:
         control = entries[name].get("process_control") or {}
         settings = control.get("config") or {}
-        if control.get("backend") == "core.rabbitmq" and settings.get("broker_host") and settings.get(
+        if control.get("backend") == compat.BROKER_BACKEND and settings.get("broker_host") and settings.get(
                 "broker_password"):
             return {key: settings[key] for key in profiles.BROKER_KEYS if key in settings}
     try:  # no profile left: the settings the supervisor recorded at its start
         return json.loads(BROKER_FILE.read_text())
     except (OSError, ValueError):
-        raise CliError(1, f"no profile on core.rabbitmq to copy the broker settings from, and no {BROKER_FILE}"
+        raise CliError(1, f"no profile on RabbitMQ to copy the broker settings from, and no {BROKER_FILE}"
                        ) from None
 
 
@@ -137,7 +133,7 @@ def create(args) -> None:
         config_obj.update_profile(profile).store()
         profiles.ensure_localhost_computer(name, echo=echo, strict=True)
         if set_default:
-            verdi("profile", "set-default", name, echo=echo)
+            verdi(*compat.set_default_args(name), echo=echo)
     except (Exception, KeyboardInterrupt) as exc:
         undo_create(name, repository)
         reason = str(exc) if isinstance(exc, Exception) else "interrupted"
@@ -216,10 +212,10 @@ def adopt(args) -> None:
         "PROFILE_UUID": uuid.uuid4().hex,
         "default_user_email": args.email,
         "options": options,
-        "process_control": {"backend": "core.rabbitmq",
+        "process_control": {"backend": compat.BROKER_BACKEND,
                             "config": {"broker_protocol": "amqp", "broker_virtual_host": "", **broker}},
         "storage": {"backend": "core.psql_dos", "config": {
-            "database_engine": "postgresql_psycopg", "database_hostname": profiles.DB_HOST,
+            "database_engine": compat.DATABASE_ENGINE, "database_hostname": profiles.DB_HOST,
             "database_port": profiles.DB_PORT, "database_username": database_name(name), "database_password": password,
             "database_name": database_name(name), "repository_uri": profiles.repository_uri(name)}},
         "test_profile": False,
@@ -241,106 +237,10 @@ def after_restore(args) -> None:
         if before != head:
             log(f"schema of {name!r} is {before}, this aiida-core's is {head}: migrating")
             PsqlDosBackend.migrate(profile)
-        verdi("-p", name, "process", "repair", "--force", echo=echo, timeout=300)
+        verdi(*compat.repair_args(name), echo=echo, timeout=300)
         nodes = count_nodes(profile)
     print(json.dumps({"nodes": nodes, "schema_before": before, "schema": head, "migrated": before != head}),
           flush=True)
-
-
-# -------------------------------------------------------------------------------------------- info
-
-
-def count_nodes(profile) -> int:
-    from sqlalchemy import text
-
-    if profile.storage_backend == "core.psql_dos":  # direct import: the entry-point scan costs seconds
-        from aiida.storage.psql_dos.backend import PsqlDosBackend as storage_cls
-    else:
-        storage_cls = profile.storage_cls
-    storage = storage_cls(profile)  # validates the schema version; writes nothing
-    try:
-        return int(storage.get_session().execute(text("SELECT count(*) FROM db_dbnode")).scalar())
-    finally:
-        storage.close()
-
-
-def info(_args) -> None:
-    warnings.filterwarnings("ignore")
-    listing: dict = {"default": None, "profiles": []}
-    if common.CONFIG_FILE.exists():
-        with contextlib.redirect_stdout(sys.stderr):  # stdout carries the JSON line only
-            config = profiles.load_config()
-            listing["default"] = config.default_profile_name
-            for profile in config.profiles:
-                listing["profiles"].append(describe(profile, config.default_profile_name))
-    print(json.dumps(listing), flush=True)
-
-
-def names(_args) -> None:
-    config = read_config()
-    uuids = {name: entry.get("PROFILE_UUID") for name, entry in config.get("profiles", {}).items()}
-    print(json.dumps({"default": common.default_profile(config), "profiles": common.profile_names(config),
-                      "uuids": uuids}), flush=True)
-
-
-ACTIVE_SQL = ("SELECT count(*) FROM db_dbnode WHERE node_type LIKE 'process.%' "
-              "AND attributes->>'process_state' IN ('created', 'waiting', 'running')")
-
-
-def activity(_args) -> None:
-    """Per profile: processes not yet terminated, the stored schema and this aiida-core's schema head."""
-    from aiida.storage.psql_dos.backend import PsqlDosBackend
-    from sqlalchemy import text
-
-    warnings.filterwarnings("ignore")
-    found = {}
-    with contextlib.redirect_stdout(sys.stderr):  # stdout carries the JSON line only
-        for profile in profiles.load_config().profiles:
-            entry = {"schema": PsqlDosBackend.version_profile(profile), "head": PsqlDosBackend.version_head(),
-                     "active": None}
-            if entry["schema"] == entry["head"]:
-                storage = PsqlDosBackend(profile)
-                try:
-                    entry["active"] = int(storage.get_session().execute(text(ACTIVE_SQL)).scalar())
-                finally:
-                    storage.close()
-            found[profile.name] = entry
-    print(json.dumps({"profiles": found}), flush=True)
-
-
-def workers(args) -> None:
-    config = read_config()
-    name = args.name or common.default_profile(config)
-    if name not in common.profile_names(config):
-        raise CliError(3, f"no profile {name!r}")
-    print(json.dumps({"profile": name, "running": daemon.worker_count(name),
-                      "configured": common.configured_workers(name, config)}), flush=True)
-
-
-def describe(profile, default: str | None) -> dict:
-    storage = profile.storage_config
-    broker = profile.process_control_config or {}
-    repository = profiles.repository_path_of(profile.dictionary)
-    entry = {
-        "name": profile.name,
-        "storage_backend": profile.storage_backend,
-        "database_name": storage.get("database_name"),
-        "database_hostname": storage.get("database_hostname"),
-        "database_port": storage.get("database_port"),
-        "database_username": storage.get("database_username"),
-        "repository_path": str(repository) if repository else None,
-        "broker_host": broker.get("broker_host"),
-        "broker_port": broker.get("broker_port"),
-        "broker_username": broker.get("broker_username"),
-        "user_email": profile.default_user_email,
-        "is_default": profile.name == default,
-        "nodes": None,
-    }
-    try:
-        entry["nodes"] = count_nodes(profile)
-    except Exception as exc:
-        entry["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
-    return entry
 
 
 # -------------------------------------------------------------------------------------------- main
