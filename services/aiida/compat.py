@@ -20,6 +20,9 @@ AIIDA_VERSION = importlib.metadata.version("aiida-core")
 LEGACY = tuple(int(part) for part in AIIDA_VERSION.split(".")[:2]) < (2, 6)
 
 BROKER_BACKEND = "rabbitmq" if LEGACY else "core.rabbitmq"
+# What config.json may call the RabbitMQ broker: 2.6+ still loads a profile set up before 2.6 (`rabbitmq`,
+# kept by the config.json migration) with a deprecation warning; the service renames it to BROKER_BACKEND.
+RABBITMQ_NAMES = ("rabbitmq", "core.rabbitmq")
 DATABASE_ENGINE = "postgresql_psycopg2" if LEGACY else "postgresql_psycopg"
 
 

@@ -84,7 +84,7 @@ def broker_source(config: dict) -> dict:
     for name in order:
         control = entries[name].get("process_control") or {}
         settings = control.get("config") or {}
-        if control.get("backend") == compat.BROKER_BACKEND and settings.get("broker_host") and settings.get(
+        if control.get("backend") in compat.RABBITMQ_NAMES and settings.get("broker_host") and settings.get(
                 "broker_password"):
             return {key: settings[key] for key in profiles.BROKER_KEYS if key in settings}
     try:  # no profile left: the settings the supervisor recorded at its start

@@ -149,7 +149,7 @@ def sync_config(bootstrap: str, db_password: str, broker: dict, workers: int) ->
 
     for name in names:
         profile = config.get_profile(name)
-        if profile.process_control_backend not in (None, compat.BROKER_BACKEND):
+        if profile.process_control_backend not in (None, *compat.RABBITMQ_NAMES):
             log(f"profile {name!r} uses broker {profile.process_control_backend!r}: leaving it alone")
         elif _sync_broker(profile, broker):
             config.update_profile(profile)
