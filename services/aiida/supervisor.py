@@ -272,6 +272,8 @@ def supervise(profile: str | None) -> str | None:
                 pass
             elif daemon.circusd_pid(profile) is not None:
                 short_since = keep_workers(profile, short_since)
+            elif daemon.starting(profile):
+                pass  # not an orphan to clean up: started by the host (./stack daemon.start, upgrade, restore)
             elif storage_ready(profile):
                 log(f"the daemon of {profile!r} is not running: starting it")
                 short_since = None
