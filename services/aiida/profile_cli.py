@@ -8,6 +8,8 @@
   aiida-stack-profile delete NAME [--skip-repository]
       Stop its daemon, remove it from config.json (its database is NOT touched: drop it with
       stack-profile-db), delete its repository folder (only inside $AIIDA_PATH/.aiida/repository/).
+  aiida-stack-profile set-default NAME
+      Make NAME the default profile (the supervisor then moves the daemon to it). Exit 3: no such profile.
   aiida-stack-profile names
       One JSON line: {"default": name, "profiles": [names], "uuids": {name: uuid}}; from config.json,
       no aiida import (fast).
@@ -193,6 +195,13 @@ def delete(args) -> None:
         hold.unlink(missing_ok=True)
 
 
+def set_default(args) -> None:
+    name = valid_name(args.name)
+    if name not in common.profile_names():
+        raise CliError(3, f"no profile {name!r}")
+    verdi(*compat.set_default_args(name), echo=echo)
+
+
 # ----------------------------------------------------------------------------------------- restore
 
 
@@ -259,6 +268,9 @@ def parser() -> Parser:
     gone.add_argument("name")
     gone.add_argument("--skip-repository", action="store_true")
     gone.set_defaults(run=delete)
+    chosen = sub.add_parser("set-default", help="make a profile the default")
+    chosen.add_argument("name")
+    chosen.set_defaults(run=set_default)
     sub.add_parser("info", help="one JSON line describing every profile").set_defaults(run=info)
     sub.add_parser("names", help="one JSON line: the default and every profile name").set_defaults(run=names)
     sub.add_parser("activity", help="one JSON line: active processes and schemas per profile").set_defaults(
