@@ -106,9 +106,9 @@ def drop_database(stack: Stack, name: str) -> None:
 def set_default_profile(stack: Stack, name: str) -> None:
     """Make `name` the default; the aiida service then moves the daemon to it (waited for here)."""
     get(stack, name)
-    done = stack.exec_aiida(["verdi", "profile", "set-default", name], capture=True)
+    done = stack.exec_aiida([PROFILE_CLI, "set-default", name], capture=True)  # the verdi command differs by release
     if done.returncode != 0:
-        raise StackError(f"verdi profile set-default {name} failed: {done.stderr.strip()}")
+        raise StackError(f"setting the default profile {name} failed: {done.stderr.strip()}")
     console.step(f"default profile: {name}; waiting for the daemon to serve it")
     serving(stack, name)
     wait.until_healthy(stack, [AIIDA], SWITCH_TIMEOUT)

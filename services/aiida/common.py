@@ -54,6 +54,14 @@ def log(message: str) -> None:
     print(f"{stamp} {LOG_PREFIX[0]}: {redact(message)}", flush=True)
 
 
+class CliError(Exception):
+    """A profile CLI command refused or failed: exit `code`, `message` on stderr."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
 class VerdiError(RuntimeError):
     """A verdi command failed; `output` holds its (redacted) output."""
 

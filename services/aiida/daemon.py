@@ -10,11 +10,13 @@ from __future__ import annotations
 import contextlib
 import os
 import pathlib
+import time
 
 import psutil
 from common import DAEMON_DIR, log, verdi
 
 STOP_TIMEOUT = float(os.environ.get("AIIDA_DAEMON_STOP_TIMEOUT", "7"))
+STARTING_GRACE = 60.0  # a daemon start by someone else that takes longer is taken for dead
 
 
 def pid_file(profile: str) -> pathlib.Path:
@@ -65,6 +67,25 @@ def daemon_processes(profile: str | None) -> list[psutil.Process]:
         except psutil.Error:
             continue
     return found
+
+
+def starting(profile: str, within: float = STARTING_GRACE) -> bool:
+    """Someone else (the host's `verdi daemon start`, through docker exec) is starting a daemon: a
+    `verdi ... daemon start|restart` of this user, or a circusd of `profile` without its PID file yet,
+    younger than `within` s. Cleaning up "orphans" now would kill that start half-way."""
+    now = time.time()
+    for proc in psutil.process_iter(["pid", "cmdline", "uids", "create_time"]):
+        try:
+            cmd = proc.info["cmdline"] or []
+            mine = proc.pid != os.getpid() and proc.info["uids"].real == os.getuid()
+            if not mine or now - proc.info["create_time"] > within:
+                continue
+            verb = cmd[cmd.index("daemon") + 1:cmd.index("daemon") + 2] if "daemon" in cmd else []
+            if verb in (["start"], ["restart"]) or (_is_circusd_cmd(cmd) and profile in cmd):
+                return True
+        except psutil.Error:
+            continue
+    return False
 
 
 def worker_count(profile: str) -> int:

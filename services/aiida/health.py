@@ -14,6 +14,8 @@ import os
 import sys
 import warnings
 
+import compat
+
 DAEMON_TIMEOUT = 5
 
 
@@ -36,28 +38,24 @@ def main() -> int:
     try:
         storage = profile.storage_cls(profile)
     except Exception as exc:
-        print(f"✘ storage: {type(exc).__name__}: {exc}")
+        print(f"✘ storage: {compat.storage_problem(profile) or f'{type(exc).__name__}: {exc}'}")
         ok = False
     else:
         print(f"✔ storage: {storage}")
         storage.close()
 
     try:
-        broker = manager.get_broker()
-        if broker is None:
-            raise RuntimeError("no broker configured for the profile")
-        broker.get_communicator()
+        broker = compat.check_broker(manager)
     except Exception as exc:
         print(f"✘ broker: {type(exc).__name__}: {exc}")
         ok = False
     else:
         print(f"✔ broker: {broker}")
-        broker.close()
 
     disabled = os.path.join(config.dirpath, "stack", "daemon.disabled")
     try:
         client = manager.get_daemon_client()
-        workers = client.get_number_of_workers(timeout=DAEMON_TIMEOUT)
+        workers = compat.daemon_workers(client, DAEMON_TIMEOUT)
         if workers < 1:
             raise RuntimeError("daemon is running without workers")
     except Exception as exc:

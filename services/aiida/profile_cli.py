@@ -8,6 +8,8 @@
   aiida-stack-profile delete NAME [--skip-repository]
       Stop its daemon, remove it from config.json (its database is NOT touched: drop it with
       stack-profile-db), delete its repository folder (only inside $AIIDA_PATH/.aiida/repository/).
+  aiida-stack-profile set-default NAME
+      Make NAME the default profile (the supervisor then moves the daemon to it). Exit 3: no such profile.
   aiida-stack-profile names
       One JSON line: {"default": name, "profiles": [names], "uuids": {name: uuid}}; from config.json,
       no aiida import (fast).
@@ -45,22 +47,17 @@ import shutil
 import signal
 import sys
 import uuid
-import warnings
 
 import common
+import compat
 import daemon
 import profiles
 import storage_state
-from common import BROKER_FILE, CONFIG_DIR, DAEMON_DIR, REPOSITORY_ROOT, hold_file, log, read_config, verdi
+from common import BROKER_FILE, CONFIG_DIR, DAEMON_DIR, REPOSITORY_ROOT, CliError, hold_file, log, read_config, verdi
+from profile_info import info, names, workers
 from stack_rules import database_name, profile_problem
 
 ME = "aiida-stack-profile"
-
-
-class CliError(Exception):
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 class Parser(argparse.ArgumentParser):
@@ -83,7 +80,7 @@ def echo(line: str) -> None:
 
 
 def broker_source(config: dict) -> dict:
-    """Broker settings of an existing core.rabbitmq profile (the default first): all share one RabbitMQ.
+    """Broker settings of an existing RabbitMQ profile (the default first): all share one RabbitMQ.
 
     Without any, those the supervisor recorded (BROKER_FILE)."""
     entries = config.get("profiles", {})
@@ -91,13 +88,13 @@ def broker_source(config: dict) -> dict:
     for name in order:
         control = entries[name].get("process_control") or {}
         settings = control.get("config") or {}
-        if control.get("backend") == "core.rabbitmq" and settings.get("broker_host") and settings.get(
+        if control.get("backend") in compat.RABBITMQ_NAMES and settings.get("broker_host") and settings.get(
                 "broker_password"):
             return {key: settings[key] for key in profiles.BROKER_KEYS if key in settings}
     try:  # no profile left: the settings the supervisor recorded at its start
         return json.loads(BROKER_FILE.read_text())
     except (OSError, ValueError):
-        raise CliError(1, f"no profile on core.rabbitmq to copy the broker settings from, and no {BROKER_FILE}"
+        raise CliError(1, f"no profile on RabbitMQ to copy the broker settings from, and no {BROKER_FILE}"
                        ) from None
 
 
@@ -140,7 +137,7 @@ def create(args) -> None:
         config_obj.update_profile(profile).store()
         profiles.ensure_localhost_computer(name, echo=echo, strict=True)
         if set_default:
-            verdi("profile", "set-default", name, echo=echo)
+            verdi(*compat.set_default_args(name), echo=echo)
     except (Exception, KeyboardInterrupt) as exc:
         undo_create(name, repository)
         reason = str(exc) if isinstance(exc, Exception) else "interrupted"
@@ -200,6 +197,13 @@ def delete(args) -> None:
         hold.unlink(missing_ok=True)
 
 
+def set_default(args) -> None:
+    name = valid_name(args.name)
+    if name not in common.profile_names():
+        raise CliError(3, f"no profile {name!r}")
+    verdi(*compat.set_default_args(name), echo=echo)
+
+
 # ----------------------------------------------------------------------------------------- restore
 
 
@@ -219,10 +223,10 @@ def adopt(args) -> None:
         "PROFILE_UUID": uuid.uuid4().hex,
         "default_user_email": args.email,
         "options": options,
-        "process_control": {"backend": "core.rabbitmq",
+        "process_control": {"backend": compat.BROKER_BACKEND,
                             "config": {"broker_protocol": "amqp", "broker_virtual_host": "", **broker}},
         "storage": {"backend": "core.psql_dos", "config": {
-            "database_engine": "postgresql_psycopg", "database_hostname": profiles.DB_HOST,
+            "database_engine": compat.DATABASE_ENGINE, "database_hostname": profiles.DB_HOST,
             "database_port": profiles.DB_PORT, "database_username": database_name(name), "database_password": password,
             "database_name": database_name(name), "repository_uri": profiles.repository_uri(name)}},
         "test_profile": False,
@@ -233,61 +237,6 @@ def adopt(args) -> None:
     log(f"profile {name!r} adopted: restored storage {database_name(name)} and {REPOSITORY_ROOT / name}")
 
 
-# -------------------------------------------------------------------------------------------- info
-
-
-def info(_args) -> None:
-    warnings.filterwarnings("ignore")
-    listing: dict = {"default": None, "profiles": []}
-    if common.CONFIG_FILE.exists():
-        with contextlib.redirect_stdout(sys.stderr):  # stdout carries the JSON line only
-            config = profiles.load_config()
-            listing["default"] = config.default_profile_name
-            for profile in config.profiles:
-                listing["profiles"].append(describe(profile, config.default_profile_name))
-    print(json.dumps(listing), flush=True)
-
-
-def names(_args) -> None:
-    config = read_config()
-    uuids = {name: entry.get("PROFILE_UUID") for name, entry in config.get("profiles", {}).items()}
-    print(json.dumps({"default": common.default_profile(config), "profiles": common.profile_names(config),
-                      "uuids": uuids}), flush=True)
-
-
-def workers(args) -> None:
-    config = read_config()
-    name = args.name or common.default_profile(config)
-    if name not in common.profile_names(config):
-        raise CliError(3, f"no profile {name!r}")
-    print(json.dumps({"profile": name, "running": daemon.worker_count(name),
-                      "configured": common.configured_workers(name, config)}), flush=True)
-
-
-def describe(profile, default: str | None) -> dict:
-    storage = profile.storage_config
-    broker = profile.process_control_config or {}
-    repository = profiles.repository_path_of(profile.dictionary)
-    entry = {
-        "name": profile.name,
-        "storage_backend": profile.storage_backend,
-        "database_name": storage.get("database_name"),
-        "database_hostname": storage.get("database_hostname"),
-        "database_port": storage.get("database_port"),
-        "database_username": storage.get("database_username"),
-        "repository_path": str(repository) if repository else None,
-        "broker_host": broker.get("broker_host"),
-        "broker_port": broker.get("broker_port"),
-        "broker_username": broker.get("broker_username"),
-        "user_email": profile.default_user_email,
-        "is_default": profile.name == default,
-        "nodes": None,
-    }
-    try:
-        entry["nodes"] = storage_state.count_nodes(profile)
-    except Exception as exc:
-        entry["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
-    return entry
 
 
 # -------------------------------------------------------------------------------------------- main
@@ -306,6 +255,9 @@ def parser() -> Parser:
     gone.add_argument("name")
     gone.add_argument("--skip-repository", action="store_true")
     gone.set_defaults(run=delete)
+    chosen = sub.add_parser("set-default", help="make a profile the default")
+    chosen.add_argument("name")
+    chosen.set_defaults(run=set_default)
     sub.add_parser("info", help="one JSON line describing every profile").set_defaults(run=info)
     sub.add_parser("names", help="one JSON line: the default and every profile name").set_defaults(run=names)
     sub.add_parser("activity", help="one JSON line: schemas, active and paused processes per profile").set_defaults(

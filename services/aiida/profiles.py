@@ -3,8 +3,8 @@
 Shared by the supervisor (bootstrap of $AIIDA_PROFILE, re-sync of the secrets) and the profile
 CLI (aiida-stack-profile create/delete). Every profile of the stack: database aiida_<name> on the
 stack's PostgreSQL, repository file://$AIIDA_PATH/.aiida/repository/<name>, the stack's RabbitMQ.
-Passwords never reach a command line: the DB password goes to `verdi profile setup` in a 0600
---config file, the broker's through AIIDA_BROKER_* in verdi's environment.
+Passwords never reach a command line: they go to verdi in a 0600 --config file or its environment
+(compat.profile_setup: how depends on the aiida-core release).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import pathlib
 import re
 import tempfile
 
+import compat
 from common import (
     APPLIED_WORKERS_FILE,
     CONFIG_DIR,
@@ -39,49 +40,25 @@ def repository_uri(name: str) -> str:
     return f"file://{REPOSITORY_ROOT / name}"
 
 
-def broker_env(broker: dict) -> dict:
-    """AIIDA_BROKER_* for `verdi profile setup` from process-control settings (broker_* keys)."""
-    return {
-        "AIIDA_BROKER_PROTOCOL": str(broker.get("broker_protocol") or "amqp"),
-        "AIIDA_BROKER_HOST": str(broker["broker_host"]),
-        "AIIDA_BROKER_PORT": str(broker.get("broker_port") or 5672),
-        "AIIDA_BROKER_USERNAME": str(broker["broker_username"]),
-        "AIIDA_BROKER_PASSWORD": str(broker["broker_password"]),
-        "AIIDA_BROKER_VIRTUAL_HOST": str(broker.get("broker_virtual_host") or ""),
-    }
-
-
 def setup_profile(name: str, db_password: str, broker: dict, user: dict, *, set_default: bool,
                   db_user: str | None = None, db_name: str | None = None, echo=None) -> None:
-    """`verdi profile setup core.psql_dos -n` for `name`; user: email, first_name, last_name, institution."""
+    """Set up profile `name` (core.psql_dos on the stack's PostgreSQL and RabbitMQ) with verdi, as this
+    aiida-core does it (compat.profile_setup); user: email, first_name, last_name, institution."""
+    database = {"host": DB_HOST, "port": DB_PORT, "username": db_user or database_name(name),
+                "name": db_name or database_name(name), "password": db_password}
+    args, secret_values, env = compat.profile_setup(name, user=user, database=database,
+                                                    repository=REPOSITORY_ROOT / name, broker=broker,
+                                                    set_default=set_default)
     STACK_DIR.mkdir(parents=True, exist_ok=True)
     fd, secret_config = tempfile.mkstemp(prefix=".profile-setup-", suffix=".yaml", dir=STACK_DIR)
     try:
         with os.fdopen(fd, "w") as handle:  # mkstemp: mode 0600
-            json.dump({"database_password": db_password}, handle)  # JSON is valid YAML
-        verdi(
-            'profile', 'setup', 'core.psql_dos', '-n',
-            '--profile-name', name,
-            *(['--set-as-default'] if set_default else ['--no-set-as-default']),
-            '--email', user['email'],
-            '--first-name', user['first_name'],
-            '--last-name', user['last_name'],
-            '--institution', user['institution'],
-            '--database-hostname', DB_HOST,
-            '--database-port', str(DB_PORT),
-            '--database-username', db_user or database_name(name),
-            '--database-name', db_name or database_name(name),
-            '--repository-uri', repository_uri(name),
-            '--broker', 'core.rabbitmq',
-            '--config', secret_config,
-            env=broker_env(broker),
-            timeout=300,
-            echo=echo,
-        )  # fmt: skip
+            json.dump(secret_values, handle)  # JSON is valid YAML
+        verdi(*args, "--config", secret_config, env=env, timeout=300, echo=echo)
     finally:
         pathlib.Path(secret_config).unlink(missing_ok=True)
     if name not in profile_names():
-        raise RuntimeError(f"`verdi profile setup` did not create profile {name!r}")
+        raise RuntimeError(f"`verdi {' '.join(args[:2])}` did not create profile {name!r}")
 
 
 def computer_marker(name: str) -> pathlib.Path:
@@ -141,9 +118,9 @@ def remove_profile_entry(name: str) -> None:
 def _sync_broker(profile, broker: dict) -> bool:
     current = dict(profile.process_control_config)
     wanted = {**current, **broker, "broker_protocol": current.get("broker_protocol") or "amqp"}
-    if profile.process_control_backend == "core.rabbitmq" and wanted == current:
+    if profile.process_control_backend == compat.BROKER_BACKEND and wanted == current:
         return False
-    profile.set_process_controller("core.rabbitmq", wanted)
+    profile.set_process_controller(compat.BROKER_BACKEND, wanted)
     return True
 
 
@@ -151,7 +128,7 @@ def sync_config(bootstrap: str, db_password: str, broker: dict, workers: int) ->
     """Per-start re-sync of config.json with the secrets and settings (no verdi call).
 
     - the bootstrap profile's DB password, if that profile still exists;
-    - the broker settings of every profile on core.rabbitmq (all use the stack's RabbitMQ);
+    - the broker settings of every profile on RabbitMQ (all use the stack's RabbitMQ);
     - AIIDA_DAEMON_WORKERS into daemon.default_workers of the default profile, only when the setting
       changed since it was last applied or the profile has no value (so `verdi config set
       daemon.default_workers N` survives until the setting changes; `unset` returns to the setting);
@@ -172,7 +149,7 @@ def sync_config(bootstrap: str, db_password: str, broker: dict, workers: int) ->
 
     for name in names:
         profile = config.get_profile(name)
-        if profile.process_control_backend not in (None, "core.rabbitmq"):
+        if profile.process_control_backend not in (None, *compat.RABBITMQ_NAMES):
             log(f"profile {name!r} uses broker {profile.process_control_backend!r}: leaving it alone")
         elif _sync_broker(profile, broker):
             config.update_profile(profile)

@@ -13,6 +13,7 @@ import sys
 import time
 import warnings
 
+import compat
 import profiles
 from common import log, verdi
 
@@ -99,15 +100,6 @@ def play(args) -> None:
     print(json.dumps({"profile": args.name, "played": args.pks}), flush=True)
 
 
-def repair_command() -> list[str]:
-    """verdi's command that re-creates missing process tasks and drops orphaned ones."""
-    from aiida.cmdline.commands import cmd_process
-
-    if hasattr(cmd_process, "process_repair"):
-        return ["process", "repair", "--force"]
-    return ["devel", "rabbitmq", "tasks", "analyze", "--fix"]  # aiida-core before `verdi process repair`
-
-
 def after_restore(args) -> None:
     """Restored storage: count its nodes; when its schema is this aiida-core's, re-create the broker's
     tasks (`verdi process repair`: broker state is not in backups). An older schema is left as it is,
@@ -117,7 +109,7 @@ def after_restore(args) -> None:
         profile = profiles.load_config().get_profile(args.name)
         schema, head = schemas(profile)
         if schema == head:
-            verdi("-p", args.name, *repair_command(), echo=lambda line: log(f"verdi: {line}"), timeout=300)
+            verdi(*compat.repair_args(args.name), echo=lambda line: log(f"verdi: {line}"), timeout=300)
         else:
             log(f"schema of {args.name!r} is {schema}, this aiida-core's is {head}: it needs ./stack migrate")
         nodes = count_nodes(profile)

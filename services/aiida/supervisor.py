@@ -11,7 +11,10 @@ once, so verdi sub-commands, circusd and the daemon workers never inherit them.
    core.psql_dos` of $AIIDA_PROFILE (profiles.py). Other profiles come from aiida-stack-profile;
 4. every start: re-sync config.json with the secrets and settings (profiles.sync_config), the
    `localhost` computer of the default profile if missing; keep only the newest 20 of aiida-core's
-   timestamped config.json copies;
+   timestamped config.json copies. A config.json written by a newer aiida-core (which this one
+   cannot read) is waited out, not crashed on: an upgrade's rollback puts the old one back;
+   a profile whose storage schema is not this aiida-core's gets no daemon and no computer until it
+   is (`verdi storage migrate`, run by ./stack upgrade: the service never migrates);
 5. supervise the daemon of the DEFAULT profile as recorded in config.json (re-read every second):
    when the default changes, stop the old profile's daemon and start the new one's; every
    AIIDA_SUPERVISE_INTERVAL s restart a dead daemon - unless $AIIDA_PATH/.aiida/stack/daemon.disabled
@@ -36,6 +39,7 @@ import sys
 import threading
 import time
 
+import compat
 import daemon
 import profiles
 from common import (
@@ -70,6 +74,8 @@ HEALTH_INTERVAL = float(os.environ.get("AIIDA_HEALTH_INTERVAL", "30"))
 HEALTH_SCRIPT = pathlib.Path(__file__).with_name("health.py")
 # A daemon running fewer workers than its profile's daemon.default_workers this long gets them back.
 WORKER_GRACE = float(os.environ.get("AIIDA_WORKER_GRACE", "10"))
+# A profile whose storage this aiida-core cannot run (schema) is checked again after this many seconds.
+STORAGE_RECHECK = float(os.environ.get("AIIDA_STORAGE_RECHECK", "10"))
 
 DB_PASSWORD = os.environ.pop("AIIDA_STACK_DB_PASSWORD", "")
 BROKER_PASSWORD = os.environ.pop("AIIDA_STACK_BROKER_PASSWORD", "")
@@ -139,6 +145,55 @@ def bootstrap() -> None:
     log(f"profile {BOOTSTRAP_PROFILE!r} created")
 
 
+def wait_for_readable_config() -> None:
+    """Wait (up, unhealthy, no daemon) while config.json was written by a newer aiida-core: this one
+    cannot read it, and crash-looping would also stop `docker compose exec` from putting the old
+    one back (what an upgrade's rollback does). It is never downgraded here."""
+    problem = compat.config_problem(CONFIG_FILE)
+    if problem is None:
+        return
+    log(f"ERROR: {problem}: waiting until a config.json that this aiida-core reads is in place")
+    while problem is not None:
+        if stopping.wait(2):
+            sys.exit(0)
+        problem = compat.config_problem(CONFIG_FILE)
+    log("config.json is readable now: going on")
+
+
+ready: set[str] = set()  # profiles whose storage this aiida-core runs (checked once per container)
+blocked: dict[str, tuple[str, float]] = {}  # profile -> (why not, when to check again)
+
+
+def storage_ready(profile: str) -> bool:
+    """True once the profile's storage schema is this aiida-core's (then its localhost computer is
+    ensured). Otherwise it gets no daemon: its workers could not load it, and only `verdi storage
+    migrate` (never run by the service) changes that. Logged once per reason, re-checked now and then."""
+    if profile in ready:
+        return True
+    why, recheck = blocked.get(profile, ("", 0.0))
+    if time.monotonic() < recheck:
+        return False
+    try:
+        problem = compat.storage_problem(profiles.load_config().get_profile(profile))
+    except Exception as exc:  # config.json being rewritten, or the profile went away meanwhile
+        log(f"WARNING: storage of {profile!r} not checked: {type(exc).__name__}: {exc}")
+        blocked[profile] = (why, time.monotonic() + INTERVAL)
+        return False
+    if problem:
+        if problem != why:
+            log(f"not starting the daemon of {profile!r}: {problem}")
+        blocked[profile] = (problem, time.monotonic() + STORAGE_RECHECK)
+        return False
+    if blocked.pop(profile, None):
+        log(f"the storage of {profile!r} is current now")
+    ready.add(profile)
+    try:
+        profiles.ensure_localhost_computer(profile)
+    except (KeyError, OSError, ValueError) as exc:  # the profile went away meanwhile
+        log(f"WARNING: computer localhost of {profile!r} not checked: {exc!r}")
+    return True
+
+
 def write_broker_file() -> None:
     fd = os.open(BROKER_FILE.with_suffix(".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
@@ -200,10 +255,7 @@ def supervise(profile: str | None) -> str | None:
                 stoppers[profile] = stopper
             profile, failures, next_check, next_health, short_since = wanted, 0, 0.0, 0.0, None
             if profile is not None:
-                try:
-                    profiles.ensure_localhost_computer(profile)
-                except (KeyError, OSError, ValueError) as exc:  # the profile went away meanwhile
-                    log(f"WARNING: computer localhost of {profile!r} not checked: {exc!r}")
+                storage_ready(profile)
         for name in [name for name, thread in stoppers.items() if not thread.is_alive()]:
             del stoppers[name]
         if time.monotonic() >= next_check:
@@ -216,7 +268,13 @@ def supervise(profile: str | None) -> str | None:
             was_disabled = disabled
             delay = INTERVAL
             busy = is_held(profile) or profile in stoppers or just_enabled if profile else True
-            if not disabled and not busy and daemon.circusd_pid(profile) is None:
+            if disabled or busy:
+                pass
+            elif daemon.circusd_pid(profile) is not None:
+                short_since = keep_workers(profile, short_since)
+            elif daemon.starting(profile):
+                pass  # not an orphan to clean up: started by the host (./stack daemon.start, upgrade, restore)
+            elif storage_ready(profile):
                 log(f"the daemon of {profile!r} is not running: starting it")
                 short_since = None
                 if daemon.start(profile):
@@ -226,8 +284,6 @@ def supervise(profile: str | None) -> str | None:
                     failures += 1
                     delay = min(60.0, INTERVAL * 2**failures)
                     log(f"retrying in {delay:.0f} s")
-            elif not disabled and not busy:
-                short_since = keep_workers(profile, short_since)
             next_check = time.monotonic() + delay
         if time.monotonic() >= next_health:
             # A failing verdict is re-checked soon: right after a start the workers may still be coming up.
@@ -268,6 +324,7 @@ def main() -> int:
         hold.unlink(missing_ok=True)
 
     wait_for_services()
+    wait_for_readable_config()
     write_broker_file()
     bootstrap()
     if profile_names():
@@ -278,7 +335,7 @@ def main() -> int:
     profile = default_profile()
     if profile:
         log(f"default profile {profile!r}: supervising its daemon")
-        profiles.ensure_localhost_computer(profile)
+        storage_ready(profile)
 
     phase = "run"
     if stopping.is_set():

@@ -1,5 +1,5 @@
-"""One JSON line: a digest of everything a profile holds (nodes with attributes and extras, links,
-groups, comments, logs, computers, and the sha256 of every repository object)."""
+"""One JSON line: a digest of everything a profile holds (nodes with attributes and extras but the
+caching hash, links, groups, comments, logs, computers, and the sha256 of every repository object)."""
 
 import hashlib
 import json
@@ -12,9 +12,14 @@ def digest(rows) -> str:
     return hashlib.sha256(json.dumps(sorted(rows), sort_keys=True, default=str).encode()).hexdigest()
 
 
+# `_aiida_hash` (the caching key) is derived, not content: aiida-core's own migrations drop it (main_0002
+# drops it for every CalcJobNode, 2.2 -> 2.4+) and `verdi node rehash` recomputes it.
+HASH_EXTRA = "_aiida_hash"
+
 nodes, objects = [], []
 for (node,) in QueryBuilder().append(orm.Node).iterall():
-    nodes.append([node.uuid, node.node_type, node.base.attributes.all, node.base.extras.all])
+    extras = {key: value for key, value in node.base.extras.all.items() if key != HASH_EXTRA}
+    nodes.append([node.uuid, node.node_type, node.base.attributes.all, extras])
     for name in node.base.repository.list_object_names():
         if node.base.repository.get_object(name).file_type.name == "FILE":
             data = node.base.repository.get_object_content(name, mode="rb")

@@ -1,0 +1,68 @@
+"""The read-only commands of aiida-stack-profile (info, names, workers): JSON on stdout."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import warnings
+
+import common
+import daemon
+import profiles
+import storage_state
+from common import CliError, read_config
+
+
+def info(_args) -> None:
+    warnings.filterwarnings("ignore")
+    listing: dict = {"default": None, "profiles": []}
+    if common.CONFIG_FILE.exists():
+        with contextlib.redirect_stdout(sys.stderr):  # stdout carries the JSON line only
+            config = profiles.load_config()
+            listing["default"] = config.default_profile_name
+            for profile in config.profiles:
+                listing["profiles"].append(describe(profile, config.default_profile_name))
+    print(json.dumps(listing), flush=True)
+
+
+def names(_args) -> None:
+    config = read_config()
+    uuids = {name: entry.get("PROFILE_UUID") for name, entry in config.get("profiles", {}).items()}
+    print(json.dumps({"default": common.default_profile(config), "profiles": common.profile_names(config),
+                      "uuids": uuids}), flush=True)
+
+
+def workers(args) -> None:
+    config = read_config()
+    name = args.name or common.default_profile(config)
+    if name not in common.profile_names(config):
+        raise CliError(3, f"no profile {name!r}")
+    print(json.dumps({"profile": name, "running": daemon.worker_count(name),
+                      "configured": common.configured_workers(name, config)}), flush=True)
+
+
+def describe(profile, default: str | None) -> dict:
+    storage = profile.storage_config
+    broker = profile.process_control_config or {}
+    repository = profiles.repository_path_of(profile.dictionary)
+    entry = {
+        "name": profile.name,
+        "storage_backend": profile.storage_backend,
+        "database_name": storage.get("database_name"),
+        "database_hostname": storage.get("database_hostname"),
+        "database_port": storage.get("database_port"),
+        "database_username": storage.get("database_username"),
+        "repository_path": str(repository) if repository else None,
+        "broker_host": broker.get("broker_host"),
+        "broker_port": broker.get("broker_port"),
+        "broker_username": broker.get("broker_username"),
+        "user_email": profile.default_user_email,
+        "is_default": profile.name == default,
+        "nodes": None,
+    }
+    try:
+        entry["nodes"] = storage_state.count_nodes(profile)
+    except Exception as exc:
+        entry["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
+    return entry
