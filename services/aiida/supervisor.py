@@ -57,6 +57,7 @@ from common import (
     is_held,
     log,
     profile_names,
+    read_config,
     verdi,
 )
 
@@ -167,25 +168,41 @@ blocked: dict[str, tuple[str, float]] = {}  # profile -> (why not, when to check
 def storage_ready(profile: str) -> bool:
     """True once the profile's storage schema is this aiida-core's (then its localhost computer is
     ensured). Otherwise it gets no daemon: its workers could not load it, and only `verdi storage
-    migrate` (never run by the service) changes that. Logged once per reason, re-checked now and then."""
+    migrate` (never run by the service) changes that. Logged once per reason, re-checked now and then.
+
+    The check imports the storage backend (seconds of CPU): a marker saves it on warm starts. It names
+    the aiida-core release that last found the schema current; only another release changes the
+    schema, and its own start checks again (and removes the marker if the schema is not its own)."""
     if profile in ready:
         return True
+    marker = STACK_DIR / f"storage-current.{profile}"
+    try:
+        stamp = f"{compat.AIIDA_VERSION} {read_config()['profiles'][profile]['PROFILE_UUID']}\n"
+    except (OSError, KeyError, ValueError):
+        stamp = None
+    try:
+        known = stamp is not None and marker.read_text() == stamp
+    except OSError:
+        known = False
     why, recheck = blocked.get(profile, ("", 0.0))
-    if time.monotonic() < recheck:
+    if not known and time.monotonic() < recheck:
         return False
     try:
-        problem = compat.storage_problem(profiles.load_config().get_profile(profile))
+        problem = None if known else compat.storage_problem(profiles.load_config().get_profile(profile))
     except Exception as exc:  # config.json being rewritten, or the profile went away meanwhile
         log(f"WARNING: storage of {profile!r} not checked: {type(exc).__name__}: {exc}")
         blocked[profile] = (why, time.monotonic() + INTERVAL)
         return False
     if problem:
+        marker.unlink(missing_ok=True)
         if problem != why:
             log(f"not starting the daemon of {profile!r}: {problem}")
         blocked[profile] = (problem, time.monotonic() + STORAGE_RECHECK)
         return False
     if blocked.pop(profile, None):
         log(f"the storage of {profile!r} is current now")
+    if stamp and not known:
+        marker.write_text(stamp)
     ready.add(profile)
     try:
         profiles.ensure_localhost_computer(profile)
