@@ -1,4 +1,7 @@
-"""Submit core.arithmetic.add X Y whose job first sleeps SECONDS; print its pk once the job runs.
+"""Submit core.arithmetic.add X Y on a computer whose scheduler is polled every 120 s; print its pk
+once the job is submitted. The job itself ends within seconds, its files in the stack's volume, but
+the process keeps waiting (running, pausable) until the next poll: a long calculation whose job
+survives the aiida container being re-created, as a job on a cluster would.
 
 With `wait PK` instead: wait until process PK terminates, print 'state exit_status sum'."""
 
@@ -7,6 +10,8 @@ import time
 
 from aiida import orm
 from aiida.engine import submit
+
+POLL = 120
 
 
 def until(condition, timeout: float) -> None:
@@ -17,15 +22,24 @@ def until(condition, timeout: float) -> None:
 
 if sys.argv[1] == "wait":
     node = orm.load_node(int(sys.argv[2]))
-    until(lambda: node.is_terminated, 300)
+    until(lambda: node.is_terminated, 2 * POLL + 60)
     print(node.process_state.value, node.exit_status, node.outputs.sum.value if "sum" in node.outputs else None)
     sys.exit(0)
-x, y, seconds = (int(arg) for arg in sys.argv[1:4])
-code = orm.InstalledCode(computer=orm.load_computer("localhost"), filepath_executable="/bin/bash",
-                         default_calc_job_plugin="core.arithmetic.add", prepend_text=f"sleep {seconds}").store()
+localhost = orm.load_computer("localhost")
+try:
+    computer = orm.load_computer("slow-poll")
+except Exception:
+    computer = orm.Computer(label="slow-poll", hostname="localhost", transport_type="core.local",
+                            scheduler_type="core.direct", workdir=localhost.get_workdir())
+    computer.set_minimum_job_poll_interval(POLL)
+    computer.store()
+if not computer.is_user_configured(orm.User.collection.get_default()):
+    computer.configure(safe_interval=0)
+code = orm.InstalledCode(computer=computer, filepath_executable="/bin/bash",
+                         default_calc_job_plugin="core.arithmetic.add", prepend_text="sleep 2").store()
 builder = code.get_builder()
-builder.x, builder.y = orm.Int(x), orm.Int(y)
-builder.metadata.options.resources = {"num_machines": 1}
+builder.x, builder.y = orm.Int(int(sys.argv[1])), orm.Int(int(sys.argv[2]))
+builder.metadata.options.resources = {"num_machines": 1, "num_mpiprocs_per_machine": 1}
 node = submit(builder)
 until(lambda: node.get_job_id() is not None, 120)  # the job runs (submitted to core.direct)
 print(node.pk)
