@@ -189,7 +189,7 @@ def upgrade_benchmark(settings: Settings, nodes: int, megabytes: int, from_versi
                                capture=True)
         made = json_result(code, out, "generating the benchmark data")
         console.step(f"{made['nodes_created']} nodes, {made['bytes_written'] / 2**20:.0f} MB in {made['seconds']} s")
-        upgrade.upgrade(new, yes=True, wait_idle=False, pause=False)
+        wall, _ = timed(upgrade.upgrade, new, yes=True, wait_idle=False, pause=False)
         record = runbook.history(stack)[-1]
     finally:
         if not keep:
@@ -200,10 +200,12 @@ def upgrade_benchmark(settings: Settings, nodes: int, megabytes: int, from_versi
     table = Table("figure", "value", title=f"upgrade aiida-core {from_version} → {new.aiida_core_version}",
                   title_justify="left")
     table.add_row("data", f"{made['nodes_created']} nodes, {made['bytes_written'] / 2**20:.0f} MB of files")
-    table.add_row("upgrade (./stack upgrade, check to record)", f"[bold]{record['seconds']:.1f} s[/]")
+    table.add_row("./stack upgrade, whole command", f"{wall:.1f} s")
+    table.add_row("  check (new image built or found, smoke test)", f"{wall - record['seconds']:.1f} s")
+    table.add_row("  the runbook, drain → record", f"[bold]{record['seconds']:.1f} s[/] (100 %)")
     for step, seconds in record["steps"].items():
-        table.add_row(f"  {step}", f"{seconds:.1f} s ({100 * seconds / record['seconds']:.0f} %)")
+        table.add_row(f"    {step}", f"{seconds:.1f} s ({100 * seconds / record['seconds']:.0f} %)")
     rest = record["seconds"] - sum(record["steps"].values())
-    table.add_row("  check + build + drain + record", f"{rest:.1f} s ({100 * rest / record['seconds']:.0f} %)")
+    table.add_row("    drain + record", f"{rest:.1f} s ({100 * rest / record['seconds']:.0f} %)")
     table.add_row("daemon downtime (stop → started)", f"[bold]{record['daemon_downtime']:.1f} s[/]")
     console.out.print(table)
