@@ -65,9 +65,14 @@ class Deployed:
     @classmethod
     def running(cls, stack: Stack) -> Deployed:
         """From the running aiida container; StackError when it does not run."""
-        container = stack.container(AIIDA)
-        if container.status != "running":
-            raise StackError(f"the aiida service is {container.status}: start the stack first (./stack up)", code=2)
+        try:
+            container = stack.container(AIIDA)
+        except StackError:
+            container = None
+        if container is None or container.status != "running":
+            state = container.status if container else "not there"
+            raise StackError(f"stack {stack.settings.name} is not running (its aiida service is {state}): start it "
+                             "first (./stack up); nothing changed", code=2)
         labels = container.image.labels or {}
         version = labels.get("org.aiida.core.version", "?")
         pinned = container.exec_run(["cat", LOCK_IN_IMAGE])

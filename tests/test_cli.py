@@ -91,3 +91,19 @@ def test_every_option_has_its_help_text_in_help(task):
     assert done.returncode == 0, done.stderr
     for option in ns[task].options.values():
         assert " ".join(option.help.split()[:4]) in " ".join(done.stdout.split()), (option.help, done.stdout)
+
+
+@pytest.mark.parametrize(("task", "env", "named"), [
+    ("upgrade", {}, "./stack up"),  # a stack that is down
+    ("migrate", {}, "./stack up"),
+    ("upgrade", {"AIIDA_STACK_AIIDA_CORE_VERSION": "2.x"}, "aiida_core_version"),
+    ("upgrade", {"AIIDA_STACK_AIIDA_CORE_VERSION": "29.4"}, "aiida_core_version"),
+    ("upgrade", {"AIIDA_STACK_PLUGINS": '["aiida-shell>>0.9"]'}, "plugins"),
+    ("upgrade", {"AIIDA_STACK_PLUGINS": '"aiida-shell==0.9.0"'}, "plugins"),
+])
+def test_upgrade_and_migrate_refuse_bad_input_and_a_stopped_stack(task, env, named):
+    name = unique_name("badupg")
+    done = stack_cli(name, task, "--yes", env=env)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert named in done.stderr and "nothing" in done.stderr, done.stderr
+    assert _containers(name) == []
