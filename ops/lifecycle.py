@@ -122,6 +122,7 @@ def record_environment(stack: Stack) -> None:
 
 
 def up(settings: Settings, verbose: bool = False) -> Stack:
+    environment.require_lock(environment.Environment.of(settings))  # before any set-up step writes anything
     stack = prepare(settings)
     refuse_silent_upgrade(stack)
     built = build(stack, only_missing=True, verbose=verbose)

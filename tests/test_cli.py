@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
 from ops import engine
 from ops.services import BACKUP_VOLUMES, DATA_VOLUMES
+from ops.settings import ROOT
 
 from .conftest import stack_cli, unique_name
 
@@ -74,6 +77,7 @@ def test_down_volumes_refuses_without_confirmation_and_keeps_data():
         for v in volumes:
             if docker.volumes.list(filters={"name": v.name}):
                 v.remove()
+        shutil.rmtree(ROOT / ".stack" / name, ignore_errors=True)
 
 
 def test_logs_refuses_an_unknown_service():

@@ -13,6 +13,7 @@ import pytest
 
 from ops import engine, settings
 from ops.environment import Environment
+from ops.settings import ROOT
 
 from .conftest import stack_cli, unique_name
 
@@ -57,3 +58,4 @@ def test_up_refuses_an_environment_without_a_lock():
     assert done.returncode == 2, done.stdout + done.stderr
     assert "has no lock file" in done.stderr and "./stack lock" in done.stderr
     assert _containers(name) == []
+    assert not (ROOT / ".stack" / name).exists()  # not even secrets were generated
