@@ -12,7 +12,7 @@ from docker.errors import ImageNotFound, NotFound
 from rich.console import Group
 from rich.table import Table
 
-from ops import backups, building, console, engine, environment, profiles, runbook, secrets, wait
+from ops import backups, building, console, engine, environment, mounts, profiles, runbook, secrets, wait
 from ops.compose import Stack
 from ops.errors import StackError
 from ops.runner import aiida_info
@@ -123,6 +123,9 @@ def record_environment(stack: Stack) -> None:
 
 def up(settings: Settings, verbose: bool = False) -> Stack:
     environment.require_lock(environment.Environment.of(settings))  # before any set-up step writes anything
+    absent = mounts.missing(settings.host_mounts)
+    if absent:
+        raise StackError(f"mounts: no such host path: {', '.join(absent)}; nothing started", code=2)
     stack = prepare(settings)
     refuse_silent_upgrade(stack)
     built = build(stack, only_missing=True, verbose=verbose)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 from functools import cached_property
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Annotated
 
 from packaging.requirements import InvalidRequirement, Requirement
@@ -23,6 +23,7 @@ from pydantic_settings import (
 )
 
 from ops.errors import StackError
+from ops.mounts import Mount, parse_all
 from ops.rules import PROFILE_PATTERN
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -68,6 +69,7 @@ class Settings(BaseSettings):
     backup_keep_weekly: int = Field(default=4, ge=0)
     backup_keep_monthly: int = Field(default=6, ge=0)
     backups_dir: str = ""
+    mounts: list[str] = Field(default_factory=list, max_length=50)
 
     @field_validator("backups_dir")
     @classmethod
@@ -82,6 +84,17 @@ class Settings(BaseSettings):
     def backups_path(self) -> Path | None:
         """The host folder backups go to (relative paths: to the checkout), or None for the volume."""
         return (ROOT / self.backups_dir).resolve() if self.backups_dir else None
+
+    @field_validator("mounts")
+    @classmethod
+    def _mounts(cls, specs: list[str]) -> list[str]:
+        parse_all(specs, forbidden_hosts=(PurePosixPath(ROOT),))
+        return specs
+
+    @property
+    def host_mounts(self) -> list[Mount]:
+        """The mounts setting, parsed (validated when the settings load)."""
+        return parse_all(self.mounts, forbidden_hosts=(PurePosixPath(ROOT),))
 
     @field_validator("plugins")
     @classmethod

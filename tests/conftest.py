@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import os
 import subprocess
 import time
@@ -21,6 +22,9 @@ import pytest
 os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
 # Test stacks make their backups on demand; the scheduler is tested with its own sidecar.
 os.environ.setdefault("AIIDA_STACK_BACKUP_SCHEDULE", "off")
+# Every test stack mounts a host folder (read-only), as users mount pseudopotentials (test_stack.py).
+os.environ.setdefault("AIIDA_STACK_MOUNTS",
+                      json.dumps([f"{Path(__file__).parent}/fixtures/mounted:/home/aiida/mounted"]))
 
 from testcontainers.compose import DockerCompose
 
@@ -30,6 +34,7 @@ from ops.services import BACKUP
 from ops.settings import ROOT
 
 SCRIPTS = Path(__file__).parent / "scripts"
+MOUNTED, MOUNTED_IN_AIIDA = Path(__file__).parent / "fixtures" / "mounted", "/home/aiida/mounted"
 
 
 def unique_name(prefix: str = "t") -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
@@ -111,3 +112,25 @@ def test_upgrade_and_migrate_refuse_bad_input_and_a_stopped_stack(task, env, nam
     assert done.returncode == 2, done.stdout + done.stderr
     assert named in done.stderr and "nothing" in done.stderr, done.stderr
     assert _containers(name) == []
+
+
+@pytest.mark.parametrize(("spec", "named"), [
+    ("relative/path:/home/aiida/data", "must be absolute"),
+    ("/no/such/folder:/home/aiida/data", "no such host path"),
+    ("/:/home/aiida/data", "not the host's /"),
+    (f"{ROOT}:/home/aiida/data", "checkout"),
+    (f"{ROOT.parent}:/home/aiida/data", "checkout"),
+    (f"{ROOT}/.stack:/home/aiida/data", "checkout"),
+    ("/tmp:/home/aiida", "would shadow /home/aiida/.aiida"),
+    ("/tmp:/home/aiida/.aiida/repository", "would shadow /home/aiida/.aiida"),
+    ("/tmp:/usr/lib", "would shadow /usr"),
+    ("/tmp:/home/aiida/data:rx", "the mode is ro (default) or rw"),
+    ("/tmp:/home/aiida/../data", "without '..'"),
+])
+def test_up_refuses_bad_mounts_and_starts_nothing(spec, named):
+    name = unique_name("mnt")
+    done = stack_cli(name, "up", env={"AIIDA_STACK_MOUNTS": json.dumps([spec])})
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "mounts" in done.stderr and named in done.stderr and "nothing started" in done.stderr, done.stderr
+    assert _containers(name) == []
+    assert not (ROOT / ".stack" / name).exists()

@@ -11,6 +11,8 @@ import pytest
 from ops import engine, secrets, wait
 from ops.services import AIIDA, SECRETS, SERVICES
 
+from .conftest import MOUNTED, MOUNTED_IN_AIIDA
+
 pytestmark = pytest.mark.stack
 
 
@@ -121,3 +123,11 @@ def test_down_and_up_keep_profile_and_data_and_trim_config_copies(stack):
                                       capture=True).stdout.split()
     assert len(copies) == 20 and "config.json.20000101-000000.10" not in copies, copies
     assert stack.compose.exec_aiida(["test", "-s", "/home/aiida/.aiida/config.json"]).returncode == 0
+
+
+def test_a_host_folder_is_mounted_read_only(stack):
+    read = stack.compose.exec_aiida(["cat", f"{MOUNTED_IN_AIIDA}/Si.upf"], capture=True)
+    assert read.returncode == 0 and read.stdout == (MOUNTED / "Si.upf").read_text(), read.stderr
+    written = stack.compose.exec_aiida(["touch", f"{MOUNTED_IN_AIIDA}/new-file"], capture=True)
+    assert written.returncode != 0 and "Read-only file system" in written.stderr, written.stdout + written.stderr
+    assert not (MOUNTED / "new-file").exists()
