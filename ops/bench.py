@@ -12,7 +12,9 @@ from rich.table import Table
 
 from ops import backups, console, lifecycle, profiles
 from ops.compose import Stack, json_result
+from ops.environment import Environment
 from ops.errors import StackError
+from ops.inputs import InputError
 from ops.runner import SCRIPTS, run_script
 from ops.services import AIIDA_HOME_IN_AIIDA, AIIDA_HOME_IN_BACKUP, BACKUP, BACKUP_USER, BACKUP_VOLUMES
 from ops.settings import Settings, load
@@ -175,11 +177,15 @@ def upgrade_benchmark(settings: Settings, nodes: int, megabytes: int, from_versi
     settings' environment by ./stack upgrade: its duration, each step's share, the daemon's downtime."""
     from ops import runbook, upgrade  # upgrade builds on lifecycle, which this module also uses
 
+    if Version(from_version) >= Version(settings.aiida_core_version):
+        raise InputError("--from-version", f"must be older than the settings' {settings.aiida_core_version}")
+    start = Environment(from_version)
+    if not start.lock.is_file():
+        raise InputError("--from-version", f"aiida-core {from_version} has no lock ({start.lock.name}): ./stack lock "
+                         "with that version first")
     name = f"{settings.name}-bench-upgrade"
     old = load(name=name, aiida_core_version=from_version, plugins=[], backup_schedule="off")
     new = load(name=name, backup_schedule="off")
-    if Version(from_version) >= Version(new.aiida_core_version):
-        raise StackError(f"--from-version {from_version} is not older than {new.aiida_core_version}", code=2)
     try:
         console.note(f"throwaway stack {name} on aiida-core {from_version}")
         lifecycle.up(old)
