@@ -28,7 +28,7 @@ from ops.services import SERVICES
 
 FAULT = "AIIDA_STACK_INJECT_FAULT"  # tests only: fail on purpose right after the named step
 HEALTH_TIMEOUT = 300
-DRAIN_POLL = 10
+DRAIN_POLL = 5
 START_DAEMON = "start daemon"
 
 

@@ -167,6 +167,8 @@ def test_a_restored_old_backup_waits_for_migrate_which_keeps_every_node(stack):
 
 
 def test_upgrade_adds_a_plugin_and_plays_a_paused_process_afterwards(stack):
+    built = stack.cli("build", env=SHELL, timeout=1800)  # first, so the upgrade's check is quick (the poll waits)
+    assert built.returncode == 0, built.stdout + built.stderr[-3000:]
     submitted = stack.cli("run", str(SCRIPTS / "slow_add.py"), "--", "1", "2")
     assert submitted.returncode == 0, submitted.stdout + submitted.stderr
     pk = submitted.stdout.split()[-1]

@@ -1,4 +1,4 @@
-"""Submit core.arithmetic.add X Y on a computer whose scheduler is polled every 120 s; print its pk
+"""Submit core.arithmetic.add X Y on a computer whose scheduler is polled every 60 s; print its pk
 once the job is submitted. The job itself ends within seconds, its files in the stack's volume, but
 the process keeps waiting (running, pausable) until the next poll: a long calculation whose job
 survives the aiida container being re-created, as a job on a cluster would.
@@ -11,7 +11,7 @@ import time
 from aiida import orm
 from aiida.engine import submit
 
-POLL = 120
+POLL = 60
 
 
 def until(condition, timeout: float) -> None:
