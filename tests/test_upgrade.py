@@ -17,9 +17,9 @@ import time
 
 import pytest
 
-from ops import wait
+from ops import lifecycle, wait
 from ops.compose import last_json
-from ops.services import AIIDA, SERVICES
+from ops.services import AIIDA, BACKUP_VOLUMES, SERVICES
 from ops.settings import ROOT
 
 from .conftest import SCRIPTS, TestStack, unique_name
@@ -42,6 +42,7 @@ def stack(images):
         yield test_stack
     finally:
         test_stack.cli("down", "--volumes", "--yes")
+        lifecycle.remove_volumes(test_stack.settings, BACKUP_VOLUMES)  # down keeps backups, by design
         shutil.rmtree(test_stack.settings.state_dir, ignore_errors=True)
 
 
