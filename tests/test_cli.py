@@ -11,7 +11,7 @@ from ops import engine
 from ops.services import BACKUP_VOLUMES, DATA_VOLUMES
 from ops.settings import ROOT
 
-from .conftest import stack_cli, unique_name
+from .conftest import MOUNTED, stack_cli, unique_name
 
 
 def _containers(name: str) -> list:
@@ -121,11 +121,11 @@ def test_upgrade_and_migrate_refuse_bad_input_and_a_stopped_stack(task, env, nam
     (f"{ROOT}:/home/aiida/data", "checkout"),
     (f"{ROOT.parent}:/home/aiida/data", "checkout"),
     (f"{ROOT}/.stack:/home/aiida/data", "checkout"),
-    ("/tmp:/home/aiida", "would shadow /home/aiida/.aiida"),
-    ("/tmp:/home/aiida/.aiida/repository", "would shadow /home/aiida/.aiida"),
-    ("/tmp:/usr/lib", "would shadow /usr"),
-    ("/tmp:/home/aiida/data:rx", "the mode is ro (default) or rw"),
-    ("/tmp:/home/aiida/../data", "without '..'"),
+    (f"{MOUNTED}:/home/aiida", "would shadow /home/aiida/.aiida"),  # MOUNTED: a host folder that may be mounted
+    (f"{MOUNTED}:/home/aiida/.aiida/repository", "would shadow /home/aiida/.aiida"),
+    (f"{MOUNTED}:/usr/lib", "would shadow /usr"),
+    (f"{MOUNTED}:/home/aiida/data:rx", "the mode is ro (default) or rw"),
+    (f"{MOUNTED}:/home/aiida/../data", "without '..'"),
 ])
 def test_up_refuses_bad_mounts_and_starts_nothing(spec, named):
     name = unique_name("mnt")
