@@ -285,42 +285,45 @@ def config_unset(c, option, global_=False, profile=None, restart=False):
 # ---------------------------------------------------------------------------------------- daemon.*
 
 
-@stack_task(name="status")
-def daemon_status(c):
-    """Show the daemon of the default profile and its workers (verdi daemon status)."""
-    daemon.status(_stack())
+_DAEMON_OF = Profile("whose daemon (default: the default profile); every profile has its own")
 
 
-@stack_task(name="start")
-def daemon_start(c):
-    """Start the daemon (and let the service supervise it again)."""
-    daemon.start(_stack())
+@stack_task(name="status", options={"profile": _DAEMON_OF})
+def daemon_status(c, profile=None):
+    """Show a profile's daemon and its workers (verdi daemon status)."""
+    daemon.status(_stack(), profile)
 
 
-@stack_task(name="stop")
-def daemon_stop(c):
-    """Stop the daemon and keep it stopped until daemon.start (the service reports unhealthy meanwhile)."""
-    daemon.stop(_stack())
+@stack_task(name="start", options={"profile": _DAEMON_OF})
+def daemon_start(c, profile=None):
+    """Start a profile's daemon (and let the service supervise it again)."""
+    daemon.start(_stack(), profile)
 
 
-@stack_task(name="restart")
-def daemon_restart(c):
-    """Restart the daemon (needed after changing options that affect it)."""
-    daemon.restart(_stack())
+@stack_task(name="stop", options={"profile": _DAEMON_OF})
+def daemon_stop(c, profile=None):
+    """Stop a profile's daemon and keep it stopped, across restarts of the stack, until daemon.start."""
+    daemon.stop(_stack(), profile)
 
 
-@stack_task(name="incr", options={"number": Count("workers to add", maximum=64)})
-def daemon_incr(c, number=1):
-    """Add workers to the running daemon; they stay until daemon.decr or a restart.
+@stack_task(name="restart", options={"profile": _DAEMON_OF})
+def daemon_restart(c, profile=None):
+    """Restart a profile's daemon (needed after changing options that affect it)."""
+    daemon.restart(_stack(), profile)
+
+
+@stack_task(name="incr", options={"number": Count("workers to add", maximum=64), "profile": _DAEMON_OF})
+def daemon_incr(c, number=1, profile=None):
+    """Add workers to a running daemon; they stay until daemon.decr or a restart.
 
     To keep more workers for good: ./stack config.set daemon.default_workers N --restart."""
-    daemon.change_workers(_stack(), number)
+    daemon.change_workers(_stack(), number, profile)
 
 
-@stack_task(name="decr", options={"number": Count("workers to remove", maximum=64)})
-def daemon_decr(c, number=1):
+@stack_task(name="decr", options={"number": Count("workers to remove", maximum=64), "profile": _DAEMON_OF})
+def daemon_decr(c, number=1, profile=None):
     """Remove workers added by daemon.incr (the daemon keeps at least its daemon.default_workers)."""
-    daemon.change_workers(_stack(), -number)
+    daemon.change_workers(_stack(), -number, profile)
 
 
 # ---------------------------------------------------------------------------------------- backup.*

@@ -189,10 +189,10 @@ def restore(stack: Stack, ident: str, source: str, target: str, yes: bool, durin
     entry = _backed_up_entry(stack, source, chosen["id"])
 
     password = None if existing else profiles.create_database(stack, target)
-    serving = listing["default"] == target and not during_rollback
+    serving = existing is not None and not during_rollback  # every profile has its own daemon
     if serving:
-        daemon.stop(stack)
-        console.step("daemon stopped")
+        daemon.stop(stack, target)
+        console.step(f"daemon of {target} stopped")
     adopted, settled = False, None
     try:
         safety = backup(stack, [target], keep=None)[0]["id"] if holds_data and not during_rollback else None
@@ -208,8 +208,8 @@ def restore(stack: Stack, ident: str, source: str, target: str, yes: bool, durin
         raise
     finally:
         if serving and (settled is None or settled["current"]):
-            daemon.start(stack)
-            console.step("daemon started")
+            daemon.start(stack, target)
+            console.step(f"daemon of {target} started")
     summary = Table("restore", "", title=f"restored {source}/{chosen['id']} into {target}", title_justify="left")
     summary.add_row("nodes", str(settled["nodes"]))
     summary.add_row("repository objects", str(loaded["objects"]))

@@ -1,6 +1,8 @@
-"""The daemon of the default profile, supervised by the aiida service.
+"""Each profile's daemon, supervised by the aiida service (one circusd per profile, its own queues).
 
-The service restarts a daemon that dies; an intentional stop leaves a marker that tells it not to.
+The service starts and restarts every profile's daemon; an intentional stop leaves a marker per
+profile (stack/daemon.disabled.<profile>) that tells it not to, across container restarts too.
+`profile` None means the default profile.
 """
 
 from __future__ import annotations
@@ -13,87 +15,115 @@ from ops.errors import StackError
 from ops.inputs import InputError
 from ops.services import AIIDA, AIIDA_HOME_IN_AIIDA
 
-DISABLED_MARKER = f"{AIIDA_HOME_IN_AIIDA}/stack/daemon.disabled"
 RECOVERY_TIMEOUT = 120
 STOP_TIMEOUT = 90
 
 
-def verdi_daemon(stack: Stack, *args: str) -> None:
-    """`verdi daemon ARGS` in the aiida service, its output shown; StackError if it fails."""
-    done = stack.exec_aiida(["verdi", "daemon", *args])
+def disabled_marker(profile: str) -> str:
+    return f"{AIIDA_HOME_IN_AIIDA}/stack/daemon.disabled.{profile}"
+
+
+def _name(stack: Stack, profile: str | None) -> str:
+    return profile or profiles.names(stack)["default"]
+
+
+def verdi_daemon(stack: Stack, profile: str, *args: str) -> None:
+    """`verdi -p PROFILE daemon ARGS` in the aiida service, its output shown; StackError if it fails."""
+    done = stack.exec_aiida(["verdi", "-p", profile, "daemon", *args])
     if done.returncode != 0:
-        raise StackError(f"verdi daemon {' '.join(args)} failed (exit {done.returncode})")
+        raise StackError(f"verdi -p {profile} daemon {' '.join(args)} failed (exit {done.returncode})")
 
 
-def _marker(stack: Stack, present: bool) -> None:
-    argv = ["sh", "-c", f'mkdir -p "$(dirname {DISABLED_MARKER})" && touch {DISABLED_MARKER}'] if present \
-        else ["rm", "-f", DISABLED_MARKER]
+def _marker(stack: Stack, profile: str, present: bool) -> None:
+    marker = disabled_marker(profile)
+    argv = ["sh", "-c", f'mkdir -p "$(dirname {marker})" && touch {marker}'] if present else ["rm", "-f", marker]
     if stack.exec_aiida(argv, capture=True).returncode != 0:
-        raise StackError("could not update the daemon marker in the aiida service")
+        raise StackError(f"could not update the daemon marker of {profile} in the aiida service")
 
 
-def status(stack: Stack) -> None:
-    verdi_daemon(stack, "status")
+def status(stack: Stack, profile: str | None = None) -> None:
+    verdi_daemon(stack, _name(stack, profile), "status")
 
 
-def _running(stack: Stack) -> bool:
-    return stack.exec_aiida(["verdi", "daemon", "status"], capture=True).returncode == 0
+def _running(stack: Stack, profile: str) -> bool:
+    return stack.exec_aiida(["verdi", "-p", profile, "daemon", "status"], capture=True).returncode == 0
 
 
-def start(stack: Stack) -> None:
+def start(stack: Stack, profile: str | None = None) -> None:
     """Start the daemon now; the service's supervisor (which also starts it once the marker is gone)
     may win the race, which is fine: what counts is the service's own check passing afterwards."""
-    _marker(stack, present=False)
-    if not _running(stack):
-        done = stack.exec_aiida(["verdi", "daemon", "start"], capture=True)
-        if done.returncode != 0 and not _running(stack):
-            console.note("verdi daemon start did not succeed; waiting for the aiida service to start it")
-    profiles.serving(stack, profiles.info(stack)["default"])
+    name = _name(stack, profile)
+    _marker(stack, name, present=False)
+    if not _running(stack, name):
+        done = stack.exec_aiida(["verdi", "-p", name, "daemon", "start"], capture=True)
+        if done.returncode != 0 and not _running(stack, name):
+            console.note(f"verdi daemon start of {name} did not succeed; waiting for the aiida service to start it")
+    profiles.serving(stack, name)
     wait.until_healthy(stack, [AIIDA], RECOVERY_TIMEOUT)
 
 
-def stop(stack: Stack) -> None:
-    """Stop the daemon and keep it stopped (the service then reports itself unhealthy, on purpose).
+def stop(stack: Stack, profile: str | None = None) -> None:
+    """Stop the daemon and keep it stopped until start (the service stays healthy: it should not run).
 
     `verdi daemon stop` gives up after daemon.timeout seconds while busy workers are still shutting
     down; what counts is that the daemon is gone soon after."""
-    _marker(stack, present=True)
-    if stack.exec_aiida(["verdi", "daemon", "stop"]).returncode == 0:
+    name = _name(stack, profile)
+    _marker(stack, name, present=True)
+    if stack.exec_aiida(["verdi", "-p", name, "daemon", "stop"]).returncode == 0:
         return
     gone = Retrying(stop=stop_after_delay(STOP_TIMEOUT), wait=wait_fixed(1), retry=retry_if_result(lambda ok: not ok),
                     retry_error_callback=lambda _: False)
-    if not gone(lambda: not _running(stack)):
-        raise StackError(f"the daemon still runs {STOP_TIMEOUT} s after `verdi daemon stop`")
-    console.note("the daemon stopped after verdi's own timeout")
+    if not gone(lambda: not _running(stack, name)):
+        raise StackError(f"the daemon of {name} still runs {STOP_TIMEOUT} s after `verdi daemon stop`")
+    console.note(f"the daemon of {name} stopped after verdi's own timeout")
 
 
-def restart(stack: Stack) -> None:
+def restart(stack: Stack, profile: str | None = None) -> None:
+    name = _name(stack, profile)
     # The marker keeps the service's supervisor from starting a second daemon in between.
-    _marker(stack, present=True)
+    _marker(stack, name, present=True)
     try:
-        verdi_daemon(stack, "restart")
+        verdi_daemon(stack, name, "restart")
     finally:
-        _marker(stack, present=False)
+        _marker(stack, name, present=False)
     wait.until_healthy(stack, [AIIDA], RECOVERY_TIMEOUT)
 
 
-def workers(stack: Stack) -> dict:
-    """{"profile", "running", "configured"}: the default profile's daemon workers now and its
-    daemon.default_workers (the count the service keeps)."""
-    done = stack.exec_aiida([profiles.PROFILE_CLI, "workers"], capture=True)
+def workers(stack: Stack, profile: str | None = None) -> dict:
+    """{"profile", "running", "configured", "disabled"}: the profile's daemon workers now, its
+    daemon.default_workers (the count the service keeps), and whether it is stopped on purpose."""
+    done = stack.exec_aiida([profiles.PROFILE_CLI, "workers", *([profile] if profile else [])], capture=True)
     return json_result(done.returncode, done.stdout, "counting the daemon workers", done.stderr)
 
 
-def change_workers(stack: Stack, delta: int) -> None:
+def every_state(stack: Stack) -> dict[str, dict]:
+    """profile → {"running", "configured", "disabled"} for every profile's daemon."""
+    done = stack.exec_aiida([profiles.PROFILE_CLI, "workers", "--all"], capture=True)
+    daemons = json_result(done.returncode, done.stdout, "reading the daemons", done.stderr)["daemons"]
+    return {d["profile"]: d for d in daemons}
+
+
+def describe(state: dict | None) -> str:
+    """'2 workers', 'stopped (daemon.stop)', 'NOT running' for a status table."""
+    if not state:
+        return "?"
+    if state["disabled"]:
+        return "[yellow]stopped (./stack daemon.start)[/]"
+    if state["running"] < 1:
+        return "[red]NOT running[/]"
+    return f"{state['running']} worker(s)"
+
+
+def change_workers(stack: Stack, delta: int, profile: str | None = None) -> None:
     """Add (delta > 0) or remove workers; removing never goes below daemon.default_workers."""
     if delta == 0:
         raise InputError("--number", "must be at least 1")
+    count = workers(stack, profile)
     if delta < 0:
-        count = workers(stack)
         left = count["running"] + delta
         if left < count["configured"]:
             raise InputError("--number", f"would leave {max(left, 0)} worker(s), fewer than daemon.default_workers "
                              f"({count['configured']}) of profile {count['profile']!r}, which the service keeps "
                              f"(running now: {count['running']}); to run fewer for good: "
                              "./stack config.set daemon.default_workers N --restart")
-    verdi_daemon(stack, "incr" if delta > 0 else "decr", str(abs(delta)))
+    verdi_daemon(stack, count["profile"], "incr" if delta > 0 else "decr", str(abs(delta)))

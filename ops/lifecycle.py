@@ -12,7 +12,7 @@ from docker.errors import ImageNotFound, NotFound
 from rich.console import Group
 from rich.table import Table
 
-from ops import backups, building, console, engine, environment, mounts, profiles, runbook, secrets, wait
+from ops import backups, building, console, daemon, engine, environment, mounts, profiles, runbook, secrets, wait
 from ops.compose import Stack
 from ops.errors import StackError
 from ops.runner import aiida_info
@@ -174,17 +174,17 @@ def status(settings: Settings) -> Group:
     engine.client()
     states = wait.service_states(stack)
     table = Table("service", "state", "health", "detail", title=f"stack {settings.name}", title_justify="left")
-    detail, listing, schemas = {}, None, {}
+    detail, listing, schemas, daemons = {}, None, {}, {}
     if states.get(AIIDA, {}).get("state") == "running":
         try:
             info = aiida_info(stack)
             listing = profiles.info(stack)
             schemas = runbook.activity(stack)
+            daemons = daemon.every_state(stack)
             plugins = f" with {', '.join(info['plugins'])}" if info.get("plugins") else ""
             active = sum(p["active"] for p in schemas.values())
             detail[AIIDA] = (f"aiida-core {info['aiida_core']}{plugins}; default profile: {info['default_profile']}; "
-                             f"daemon: {info['daemon_workers']} workers; active processes: {active}; "
-                             f"last upgrade: {runbook.last_change(stack)}")
+                             f"active processes: {active}; last upgrade: {runbook.last_change(stack)}")
         except StackError as exc:
             detail[AIIDA] = f"[red]{exc}[/]"
     if states.get(BACKUP, {}).get("state") == "running":
@@ -203,17 +203,21 @@ def status(settings: Settings) -> Group:
         with contextlib.suppress(StackError):
             for b in backups.published(stack):
                 latest.setdefault(b["profile"], b)
-    return Group(table, profiles_table(listing, latest, schemas))
+    return Group(table, profiles_table(listing, latest, schemas, daemons))
 
 
-def profiles_table(listing: dict, latest: dict | None = None, schemas: dict | None = None) -> Table:
-    columns = ["profile", "default", "nodes", *(["schema"] if schemas else []), "database", "repository"]
+def profiles_table(listing: dict, latest: dict | None = None, schemas: dict | None = None,
+                   daemons: dict | None = None) -> Table:
+    columns = ["profile", "default", "nodes", *(["schema"] if schemas else []), *(["daemon"] if daemons else []),
+               "database", "repository"]
     table = Table(*columns, *(["last backup"] if latest is not None else []), title="profiles", title_justify="left")
     for p in listing["profiles"]:
         nodes = str(p["nodes"]) if p.get("nodes") is not None else f"[red]{p.get('error', '?')}[/]"
         row = [p["name"], "✔" if p["is_default"] else "", nodes]
         if schemas:
             row.append(schema_state(schemas.get(p["name"])))
+        if daemons:
+            row.append(daemon.describe(daemons.get(p["name"])))
         row += [f"{p['database_name']}@{p['database_hostname']}", p["repository_path"]]
         if latest is not None:
             row.append(backups.describe(latest.get(p["name"])))

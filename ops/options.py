@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ops import console, daemon
+from ops import console, daemon, profiles
 from ops.compose import Stack, json_result
 from ops.errors import StackError
 from ops.inputs import InputError
@@ -31,21 +31,24 @@ def set_option(stack: Stack, option: str, value: str, is_global: bool, profile: 
         raise InputError("--option", f"{option} can only be set globally: add --global")
     if verdi_config(stack, "set", option, value, *(["--global"] if is_global else []), profile=profile):
         raise StackError(f"verdi config set {option} failed")
-    _after_change(stack, option, verdict, restart)
+    _after_change(stack, option, verdict, restart, is_global, profile)
 
 
 def unset_option(stack: Stack, option: str, is_global: bool, profile: str, restart: bool) -> None:
     verdict = check(stack, option)
     if verdi_config(stack, "unset", option, *(["--global"] if is_global else []), profile=profile):
         raise StackError(f"verdi config unset {option} failed")
-    _after_change(stack, option, verdict, restart)
+    _after_change(stack, option, verdict, restart, is_global, profile)
 
 
-def _after_change(stack: Stack, option: str, verdict: dict, restart: bool) -> None:
+def _after_change(stack: Stack, option: str, verdict: dict, restart: bool, is_global: bool, profile: str) -> None:
     if not verdict["requires_daemon_restart"]:
         return
+    affected = profiles.names(stack)["profiles"] if is_global else [profile or profiles.names(stack)["default"]]
     if restart:
-        daemon.restart(stack)
+        for name in affected:
+            daemon.restart(stack, name)
     else:
         console.err.print(f"[yellow]{option} affects the daemon[/]: it takes effect after "
-                          "`./stack daemon.restart` (or pass --restart)")
+                          + " and ".join(f"`./stack daemon.restart --profile {name}`" for name in affected)
+                          + " (or pass --restart)")

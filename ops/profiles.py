@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tenacity import Retrying, retry_if_result, stop_after_delay, wait_fixed
 
-from ops import completion_cache, console, secrets, wait
+from ops import completion_cache, console, secrets
 from ops.compose import Stack, json_result
 from ops.errors import StackError
 from ops.inputs import InputError
@@ -79,6 +79,9 @@ def create(stack: Stack, name: str, email: str, first_name: str, last_name: str,
     console.step(f"profile {name}: repository, broker, localhost computer")
     if set_default:
         set_default_profile(stack, name)
+    console.note(f"waiting for the daemon of {name} (the aiida service starts one for every profile)")
+    serving(stack, name)
+    console.step(f"daemon of {name} running")
 
 
 def create_database(stack: Stack, name: str) -> str:
@@ -104,22 +107,23 @@ def drop_database(stack: Stack, name: str) -> None:
 
 
 def set_default_profile(stack: Stack, name: str) -> None:
-    """Make `name` the default; the aiida service then moves the daemon to it (waited for here)."""
+    """Make `name` the default (the profile verdi and ./stack use without --profile; every profile has its
+    own daemon either way)."""
     get(stack, name)
     done = stack.exec_aiida([PROFILE_CLI, "set-default", name], capture=True)  # the verdi command differs by release
     if done.returncode != 0:
         raise StackError(f"setting the default profile {name} failed: {done.stderr.strip()}")
-    console.step(f"default profile: {name}; waiting for the daemon to serve it")
-    serving(stack, name)
-    wait.until_healthy(stack, [AIIDA], SWITCH_TIMEOUT)
+    console.step(f"default profile: {name}")
 
 
 def serving(stack: Stack, name: str) -> None:
-    """Wait until the aiida service's own check passes for profile `name` (Docker's status lags behind)."""
+    """Wait until the aiida service's own check passes with profile `name` among those it checked
+    (Docker's status lags behind)."""
 
     def switched() -> bool:
         done = stack.run("exec", "-T", AIIDA, "aiida-healthcheck", capture=True, check=False)
-        return done.returncode == 0 and done.stdout.splitlines()[:1] == [f"profile: {name}"]
+        first = (done.stdout.splitlines() or [""])[0]
+        return done.returncode == 0 and name in first.removeprefix("profiles: ").split(",")
 
     waiting = Retrying(stop=stop_after_delay(SWITCH_TIMEOUT), wait=wait_fixed(1),
                        retry=retry_if_result(lambda ok: not ok), retry_error_callback=lambda _: False)

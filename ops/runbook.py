@@ -172,9 +172,10 @@ class Change:
 
     def stop_daemon(self) -> None:
         with self.journal.step("stop daemon"):
-            self.journal.on_failure(START_DAEMON, lambda: daemon.start(self.stack))
+            self.journal.on_failure(START_DAEMON, self.start_daemons)
             self.stopped_at = time.monotonic()
-            daemon.stop(self.stack)
+            for name in self.names:  # the other profiles' daemons keep running
+                daemon.stop(self.stack, name)
             late = _busy_without_broker(self.stack, self.names, bool(self.paused))
             if late:  # submitted between the drain and the stop: the runbook wants them finished first
                 raise StackError(f"processes became active while the daemon stopped ({late}); run again once idle")
@@ -205,11 +206,15 @@ class Change:
 
     def start(self) -> None:
         with self.journal.step("start"):
-            daemon.start(self.stack)
+            self.start_daemons()
             self.downtime = time.monotonic() - (self.stopped_at or time.monotonic())
             wait.until_healthy(self.stack, SERVICES, HEALTH_TIMEOUT)
             self.play()
-            one_calculation(self.stack)
+            one_calculation(self.stack, self.names[0])
+
+    def start_daemons(self) -> None:
+        for name in self.names:
+            daemon.start(self.stack, name)
 
     # ---- the undo of `migrate`
 
@@ -262,8 +267,8 @@ def verdi_ok(stack: Stack, profile: str, *args: str) -> None:
                          f"{(done.stderr or done.stdout).strip()[-500:]}")
 
 
-def one_calculation(stack: Stack) -> None:
-    code, out = runner.run_script(stack, runner.SCRIPTS / "smoke_calculation.py", capture=True)
+def one_calculation(stack: Stack, profile: str) -> None:
+    code, out = runner.run_script(stack, runner.SCRIPTS / "smoke_calculation.py", profile=profile, capture=True)
     result = json_result(code, out, "the calculation after the change")
     if not result["ok"]:
         raise StackError(f"the calculation after the change did not finish ok: {result}")

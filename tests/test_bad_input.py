@@ -127,6 +127,8 @@ TABLE: dict[tuple[str, str], list[tuple[str, list[str]]]] = {
                                   ("conflict", ["daemon.timeout", "--global", "--profile", "default"])],
     ("config.unset", "profile"): _profile("--profile", before=["daemon.timeout"]),
     ("config.unset", "restart"): _switch("--restart", before=["daemon.timeout"]),
+    **{(f"daemon.{verb}", "profile"): _profile("--profile")
+       for verb in ("status", "start", "stop", "restart", "incr", "decr")},
     ("daemon.incr", "number"): _values("--number", [*COUNT_ROWS, ("range", "65")]),
     # below the profile's daemon.default_workers (1 here): the case that stopped every worker
     ("daemon.decr", "number"): _values("--number", [*COUNT_ROWS, ("range", "1")]),

@@ -63,9 +63,11 @@ def test_decr_refuses_to_go_below_the_configured_workers(stack):
     assert _running_workers(stack)["running"] == configured
 
 
-def test_stopped_daemon_stays_stopped_until_started(stack):
+def test_stopped_daemon_stays_stopped_across_a_restart_until_started(stack):
     assert stack.cli("daemon.stop").returncode == 0
     try:
+        stack.compose.container(AIIDA).restart(timeout=30)
+        wait.until_healthy(stack.compose, SERVICES, timeout=120)  # a daemon stopped on purpose is no failure
         time.sleep(12)  # longer than the service's supervision interval
         assert stack.cli("daemon.status").returncode != 0
         verdi = stack.cli("verdi", "--", "daemon", "status")

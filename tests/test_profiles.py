@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import subprocess
+import time
+
 import pytest
 
-from ops import profiles
-from ops.services import AIIDA, POSTGRES
+from ops import profiles, wait
+from ops.services import AIIDA, POSTGRES, SERVICES
+from ops.settings import ROOT
+
+from .conftest import SCRIPTS
 
 pytestmark = pytest.mark.stack
 
@@ -28,23 +37,73 @@ def _create(stack, name: str, *extra: str) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def test_two_profiles_each_run_a_calculation_through_the_daemon(stack):
-    _create(stack, "alpha", "--set-default", "--email", "alpha@example.org")
+def _add_in(stack, profile: str, x: int, y: int) -> subprocess.Popen:
+    """./stack run --profile P add.py X Y, in the background: submits to P's daemon and waits for it."""
+    return subprocess.Popen([str(ROOT / "stack"), "run", str(SCRIPTS / "add.py"), "--profile", profile, "--",
+                             str(x), str(y)], env={**os.environ, "AIIDA_STACK_NAME": stack.name},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _sums(stack, profile: str) -> list[int]:
+    """The sums of every core.arithmetic.add in the profile's own database."""
+    done = stack.compose.run("exec", "-T", "-u", "postgres", POSTGRES, "psql", "-X", "-tA", "-d", f"aiida_{profile}",
+                             "-c", "SELECT attributes->>'value' FROM db_dbnode WHERE id IN (SELECT output_id "
+                             "FROM db_dblink WHERE label = 'sum') ORDER BY 1", capture=True, check=False)
+    assert done.returncode == 0, done.stderr
+    return [int(v) for v in done.stdout.split()]
+
+
+def test_two_profiles_run_calculations_at_once_each_through_its_own_daemon(stack):
+    _create(stack, "alpha", "--email", "alpha@example.org")  # not the default: it gets its own daemon
+    daemons = json.loads(stack.compose.exec_aiida(["aiida-stack-profile", "workers", "--all"],
+                                                   capture=True).stdout)["daemons"]
+    assert {d["profile"]: d["running"] >= 1 for d in daemons} == {"default": True, "alpha": True}
+    runs = {"alpha": _add_in(stack, "alpha", 200, 3), "default": _add_in(stack, "default", 100, 4)}
+    for profile, run in runs.items():
+        out, err = run.communicate(timeout=300)
+        assert out.split()[-3:] == ["finished", "0", {"alpha": "203", "default": "104"}[profile]], out + err
+    assert 203 in _sums(stack, "alpha") and 203 not in _sums(stack, "default")
+    assert 104 in _sums(stack, "default") and 104 not in _sums(stack, "alpha")
+    shown = stack.cli("profile.show", "alpha")
+    assert "aiida_alpha" in shown.stdout and "/repository/alpha" in shown.stdout
+    assert "alpha@example.org" in shown.stdout
+    password = profiles.password_file(stack.compose, "alpha").read_text()
+    assert password not in shown.stdout + shown.stderr
+    status = stack.cli("status")
+    assert re.search(r"alpha .*1 worker\(s\)", status.stdout), status.stdout
+
+
+def test_a_profile_waits_for_its_own_daemon_and_a_killed_daemon_comes_back(stack):
+    if "alpha" not in _names(stack):
+        _create(stack, "alpha")
+    assert stack.cli("daemon.stop", "--profile", "alpha").returncode == 0
+    waiting = _add_in(stack, "alpha", 7, 8)  # alpha's task sits in alpha's queue: default's daemon leaves it
     try:
-        listed = stack.cli("profile.list")
-        assert listed.returncode == 0 and "alpha" in listed.stdout and "default" in listed.stdout
-        added = stack.run_script("add.py", "2", "3")  # in the default profile, now alpha
-        assert added.stdout.split()[-3:] == ["finished", "0", "5"], added.stdout + added.stderr
-        shown = stack.cli("profile.show", "alpha")
-        assert "aiida_alpha" in shown.stdout and "/repository/alpha" in shown.stdout
-        assert "alpha@example.org" in shown.stdout
-        password = profiles.password_file(stack.compose, "alpha").read_text()
-        assert password not in shown.stdout + shown.stderr + listed.stdout
+        time.sleep(15)
+        assert waiting.poll() is None and 15 not in _sums(stack, "alpha")
+        wait.until_healthy(stack.compose, SERVICES, 60)  # stopped on purpose: the service stays healthy
     finally:
-        assert stack.cli("profile.set-default", "default").returncode == 0
-    added = stack.run_script("add.py", "4", "5")
-    assert added.stdout.split()[-3:] == ["finished", "0", "9"], added.stdout + added.stderr
-    assert "alpha" in stack.cli("status").stdout
+        assert stack.cli("daemon.start", "--profile", "alpha").returncode == 0
+    out, err = waiting.communicate(timeout=300)
+    assert out.split()[-3:] == ["finished", "0", "15"], out + err
+    # kill default's circusd and workers: alpha's daemon keeps running, default's comes back
+    alpha_pid = _circusd(stack, "alpha")
+    # [-]: the pattern does not match this pkill's own command line
+    killed = stack.compose.exec_aiida(["pkill", "-9", "-f", "[-]p default daemon"], capture=True)
+    assert killed.returncode == 0, killed.stderr
+    deadline = time.monotonic() + 90
+    while _circusd(stack, "default") is None:
+        assert time.monotonic() < deadline, "the killed daemon of default did not come back"
+        time.sleep(2)
+    assert _circusd(stack, "alpha") == alpha_pid
+    wait.until_healthy(stack.compose, SERVICES, 120)
+
+
+def _circusd(stack, profile: str) -> int | None:
+    done = stack.compose.exec_aiida(["sh", "-c", f"cat /home/aiida/.aiida/daemon/circus-{profile}.pid "
+                                     "2>/dev/null && kill -0 $(cat /home/aiida/.aiida/daemon/circus-"
+                                     f"{profile}.pid)"], capture=True)
+    return int(done.stdout.split()[0]) if done.returncode == 0 else None
 
 
 def test_a_profile_role_cannot_connect_to_another_profiles_database(stack):

@@ -52,7 +52,7 @@ def test_status_shows_version_profile_and_daemon_workers(stack):
     assert done.returncode == 0, done.stderr
     assert f"aiida-core {stack.settings.aiida_core_version}" in done.stdout
     assert "default profile: default" in done.stdout
-    assert f"daemon: {stack.settings.daemon_workers} workers" in done.stdout
+    assert f"{stack.settings.daemon_workers} worker(s)" in done.stdout  # the default profile's daemon
     assert done.stdout.count("healthy") == len(SERVICES)
 
 

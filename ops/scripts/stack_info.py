@@ -7,13 +7,10 @@ import json
 from importlib.metadata import distributions
 
 import aiida
-from aiida.engine.daemon.client import get_daemon_client
 from aiida.manage.configuration import get_config, load_profile
 
 profile = load_profile()
 config = get_config()
-client = get_daemon_client()
-running = client.is_daemon_running
 # plugins: installed distributions (other than aiida-core) that register AiiDA entry points
 plugins = sorted({f"{d.metadata['Name']}=={d.version}" for d in distributions()
                   if d.metadata["Name"].lower() != "aiida-core"
@@ -24,6 +21,4 @@ print(json.dumps({
     "profile": profile.name,
     "default_profile": config.default_profile_name,
     "profiles": sorted(config.profile_names),
-    "daemon_running": running,
-    "daemon_workers": client.get_numprocesses()["numprocesses"] if running else 0,
 }))

@@ -18,11 +18,11 @@ DAEMON_DIR = CONFIG_DIR / "daemon"
 STACK_DIR = CONFIG_DIR / "stack"
 REPOSITORY_ROOT = CONFIG_DIR / "repository"
 WORK_DIR = CONFIG_DIR / "work"
-# Files in STACK_DIR: daemon.disabled (intentional stop, set by the host), bootstrapped (the
+# Files in STACK_DIR: daemon.disabled.<profile> (intentional stop, set by the host), bootstrapped (the
 # first profile was set up once: an empty config later means "all deleted", not "first start"),
 # applied-daemon-workers (AIIDA_DAEMON_WORKERS last written), hold.<profile> (a profile CLI
 # operation owns that profile's daemon: the supervisor leaves it alone).
-DISABLED_FILE = STACK_DIR / "daemon.disabled"
+LEGACY_DISABLED_FILE = STACK_DIR / "daemon.disabled"  # one marker for the default profile, before daemons per profile
 BOOTSTRAPPED_FILE = STACK_DIR / "bootstrapped"
 APPLIED_WORKERS_FILE = STACK_DIR / "applied-daemon-workers"
 # The stack's broker settings (with password, mode 0600, like config.json), written by the
@@ -163,6 +163,11 @@ def configured_workers(profile: str, config: dict | None = None) -> int:
         if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
             return value
     return DEFAULT_WORKERS
+
+
+def disabled_file(profile: str) -> pathlib.Path:
+    """Present: the profile's daemon is stopped on purpose (./stack daemon.stop), not to be restarted."""
+    return STACK_DIR / f"daemon.disabled.{profile}"
 
 
 def hold_file(profile: str) -> pathlib.Path:

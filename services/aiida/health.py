@@ -1,22 +1,47 @@
 """Health check of the aiida service (run by /usr/local/bin/aiida-healthcheck as user aiida).
 
-Exit 0 only when, for the DEFAULT profile of config.json (the one whose daemon the supervisor runs):
+Exit 0 only when the broker answers and, for EVERY profile of config.json:
   storage ✔  the database is reachable and its schema matches this aiida-core,
-  broker  ✔  RabbitMQ accepts a connection with the profile's credentials,
-  daemon  ✔  circusd answers and runs at least one worker.
-`verdi status` is not enough: it exits 0 with the daemon stopped. One line per check is printed
-(docker inspect shows the output of the last checks); the first line names the profile.
+  daemon  ✔  circusd answers and runs at least one worker, unless the daemon is stopped on
+             purpose (./stack daemon.stop --profile P: a daemon that should not run is no failure).
+`verdi status` is not enough: it exits 0 with the daemon stopped. The first line lists the profiles
+checked (the cheap Docker healthcheck compares it with config.json); one line per check follows.
 """
 
 from __future__ import annotations
 
-import os
 import sys
 import warnings
 
 import compat
+from common import disabled_file
 
 DAEMON_TIMEOUT = 5
+
+
+def check_profile(profile, manager) -> bool:
+    from aiida.engine.daemon.client import DaemonClient
+
+    try:
+        storage = profile.storage_cls(profile)
+    except Exception as exc:
+        print(f"✘ {profile.name}: storage: {compat.storage_problem(profile) or f'{type(exc).__name__}: {exc}'}")
+        return False
+    storage.close()
+    if disabled_file(profile.name).exists():
+        print(f"✔ {profile.name}: storage ok; daemon stopped on purpose (./stack daemon.start --profile "
+              f"{profile.name})")
+        return True
+    try:
+        client = DaemonClient(profile)
+        workers = compat.daemon_workers(client, DAEMON_TIMEOUT)
+        if workers < 1:
+            raise RuntimeError("daemon is running without workers")
+    except Exception as exc:
+        print(f"✘ {profile.name}: daemon: {type(exc).__name__}: {exc}")
+        return False
+    print(f"✔ {profile.name}: storage ok; daemon running with {workers} worker(s), PID {client.get_daemon_pid()}")
+    return True
 
 
 def main() -> int:
@@ -24,59 +49,36 @@ def main() -> int:
     from aiida.manage import get_manager
     from aiida.manage.configuration import get_config, load_profile
 
-    try:
-        config = get_config()
-        profile = config.get_profile(None)
-    except Exception as exc:
-        print(f"profile: (none)\n✘ profile: no default profile configured: {type(exc).__name__}")
+    config = get_config()
+    profiles = sorted(config.profiles, key=lambda p: p.name)
+    print(f"profiles: {','.join(p.name for p in profiles)}")
+    if not profiles:
+        print("✘ profile: none configured")
         return 1
-    print(f"profile: {profile.name}")
-    load_profile(profile.name, allow_switch=True)
+    default = config.get_profile(None) if config.default_profile_name else profiles[0]
+    load_profile(default.name, allow_switch=True)
     manager = get_manager()
     ok = True
-
     try:
-        storage = profile.storage_cls(profile)
-    except Exception as exc:
-        print(f"✘ storage: {compat.storage_problem(profile) or f'{type(exc).__name__}: {exc}'}")
-        ok = False
-    else:
-        print(f"✔ storage: {storage}")
-        storage.close()
-
-    try:
-        broker = compat.check_broker(manager)
+        print(f"✔ broker: {compat.check_broker(manager)}")
     except Exception as exc:
         print(f"✘ broker: {type(exc).__name__}: {exc}")
         ok = False
-    else:
-        print(f"✔ broker: {broker}")
-
-    disabled = os.path.join(config.dirpath, "stack", "daemon.disabled")
-    try:
-        client = manager.get_daemon_client()
-        workers = compat.daemon_workers(client, DAEMON_TIMEOUT)
-        if workers < 1:
-            raise RuntimeError("daemon is running without workers")
-    except Exception as exc:
-        hint = " (intentionally stopped: daemon.disabled is set)" if os.path.exists(disabled) else ""
-        print(f"✘ daemon: {type(exc).__name__}: {exc}{hint}")
-        ok = False
-    else:
-        print(f"✔ daemon: running with {workers} worker(s), PID {client.get_daemon_pid()}")
-
+    for profile in profiles:
+        ok = check_profile(profile, manager) and ok
     return 0 if ok else 1
 
 
 def record(path: str) -> int:
     """Run the full check and publish its verdict atomically: first line ok/fail, then the report
-    (whose first line is `profile: <name>`: the cheap check compares it with the current default).
+    (whose first line is `profiles: <names>`: the cheap check compares it with config.json).
 
     The supervisor calls this every RECORD_INTERVAL s; the Docker healthcheck only reads it (cheap),
     because a full check imports aiida and costs about two CPU-seconds.
     """
     import contextlib
     import io
+    import os
 
     report = io.StringIO()
     with contextlib.redirect_stdout(report):

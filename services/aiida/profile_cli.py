@@ -19,9 +19,10 @@
   aiida-stack-profile pause NAME / play NAME [PK ...]
       Pause every running process of NAME (its daemon must run), one JSON line with their pks;
       play the given ones again.
-  aiida-stack-profile workers [NAME]
-      One JSON line: {"profile", "running", "configured"}: the daemon's workers now and the profile's
-      daemon.default_workers (NAME: default profile). No aiida import.
+  aiida-stack-profile workers [NAME | --all]
+      One JSON line: {"profile", "running", "configured", "disabled"}: the daemon's workers now, the
+      profile's daemon.default_workers, stopped on purpose or not (NAME: default profile); with --all
+      {"daemons": [...]} for every profile. No aiida import.
   aiida-stack-profile info
       One JSON line: {"default": name, "profiles": [{...,"nodes": count or null (+ "error")}]}.
   aiida-stack-profile adopt NAME --email E [--options JSON]
@@ -188,6 +189,7 @@ def delete(args) -> None:
                      *(DAEMON_DIR / "log").glob(f"*-{name}.log")]:
             path.unlink(missing_ok=True)
         shutil.rmtree(CONFIG_DIR / "access" / name, ignore_errors=True)
+        common.disabled_file(name).unlink(missing_ok=True)  # a new profile of that name starts supervised
         if repository is not None and repository.exists():
             shutil.rmtree(repository)
             log(f"repository {repository} deleted")
@@ -270,6 +272,7 @@ def parser() -> Parser:
         paused.set_defaults(run=run)
     counted = sub.add_parser("workers", help="one JSON line: running and configured daemon workers")
     counted.add_argument("name", nargs="?")
+    counted.add_argument("--all", action="store_true")
     counted.set_defaults(run=workers)
     adopted = sub.add_parser("adopt", help="config entry for restored storage (DB password on stdin)")
     adopted.add_argument("name")

@@ -33,13 +33,21 @@ def names(_args) -> None:
                       "uuids": uuids}), flush=True)
 
 
+def daemon_state(name: str, config: dict) -> dict:
+    return {"profile": name, "running": daemon.worker_count(name),
+            "configured": common.configured_workers(name, config), "disabled": common.disabled_file(name).exists()}
+
+
 def workers(args) -> None:
+    """One profile's daemon (NAME, default: the default profile), or with --all every profile's."""
     config = read_config()
+    if args.all:
+        print(json.dumps({"daemons": [daemon_state(n, config) for n in common.profile_names(config)]}), flush=True)
+        return
     name = args.name or common.default_profile(config)
     if name not in common.profile_names(config):
         raise CliError(3, f"no profile {name!r}")
-    print(json.dumps({"profile": name, "running": daemon.worker_count(name),
-                      "configured": common.configured_workers(name, config)}), flush=True)
+    print(json.dumps(daemon_state(name, config)), flush=True)
 
 
 def describe(profile, default: str | None) -> dict:

@@ -38,6 +38,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 
 import compat
 import daemon
@@ -48,12 +49,13 @@ from common import (
     BROKER_FILE,
     CONFIG_FILE,
     DAEMON_DIR,
-    DISABLED_FILE,
+    LEGACY_DISABLED_FILE,
     STACK_DIR,
     add_secret,
     configured_workers,
     daemon_workers_setting,
     default_profile,
+    disabled_file,
     is_held,
     log,
     profile_names,
@@ -227,9 +229,9 @@ def record_health() -> bool:
     return done.returncode == 0
 
 
-def current_default(previous: str | None) -> str | None:
+def current_profiles(previous: list[str]) -> list[str]:
     try:
-        return default_profile()
+        return profile_names()
     except (OSError, ValueError):  # unreadable for a moment: keep what we had
         return previous
 
@@ -252,63 +254,86 @@ def keep_workers(profile: str, short_since: float | None) -> float | None:
     return None
 
 
-def supervise(profile: str | None) -> str | None:
-    """Loop until SIGTERM; returns the profile whose daemon may still run."""
-    failures = 0
-    stoppers: dict[str, threading.Thread] = {}  # profile -> thread stopping its daemon
-    was_disabled = None
+@dataclass
+class Watch:
+    """What the supervisor keeps about one profile's daemon."""
+
+    failures: int = 0
     short_since: float | None = None  # since when the daemon runs fewer workers than configured
-    next_check = 0.0
+    next_check: float = 0.0
+    was_disabled: bool | None = None
+
+
+def check_daemon(profile: str, watch: Watch) -> bool:
+    """One look at the profile's daemon: start it if it should run and does not. True if it was started."""
+    disabled = disabled_file(profile).exists()
+    if disabled != watch.was_disabled and (disabled or watch.was_disabled is not None):
+        log(f"the daemon of {profile!r} is intentionally stopped (./stack daemon.stop): not (re)starting it"
+            if disabled else f"supervising the daemon of {profile!r}")
+    # Marker just removed: the host's `daemon.start` starts the daemon itself; give it one interval.
+    just_enabled = watch.was_disabled is True and not disabled
+    watch.was_disabled = disabled
+    delay, started = INTERVAL, False
+    if disabled or just_enabled or is_held(profile):
+        pass
+    elif daemon.circusd_pid(profile) is not None:
+        watch.short_since = keep_workers(profile, watch.short_since)
+    elif daemon.starting(profile):
+        pass  # not an orphan to clean up: started by the host (./stack daemon.start, upgrade, restore)
+    elif storage_ready(profile):
+        log(f"the daemon of {profile!r} is not running: starting it")
+        watch.short_since = None
+        if daemon.start(profile):
+            watch.failures, started = 0, True
+        else:
+            watch.failures += 1
+            delay = min(60.0, INTERVAL * 2**watch.failures)
+            log(f"retrying the daemon of {profile!r} in {delay:.0f} s")
+    watch.next_check = time.monotonic() + delay
+    return started
+
+
+def supervise() -> None:
+    """Every profile's daemon, until SIGTERM. Profiles are re-read from config.json every second: a
+    new one (aiida-stack-profile create) gets its daemon, a deleted one (whose CLI stopped it) is dropped."""
+    watches: dict[str, Watch] = {}
+    names: list[str] = []
     next_health = 0.0
     while not stopping.is_set():
-        wanted = current_default(profile)
-        if wanted != profile:
-            log(f"default profile changed: {profile!r} -> {wanted!r}")
-            if profile is not None:
-                # Stopped in the background while the new default's daemon starts (own circusd,
-                # own queues): the switch takes one start, not a stop plus a start.
-                stopper = threading.Thread(target=daemon.stop, args=(profile,), name=f"stop-{profile}")
-                stopper.start()
-                stoppers[profile] = stopper
-            profile, failures, next_check, next_health, short_since = wanted, 0, 0.0, 0.0, None
-            if profile is not None:
-                storage_ready(profile)
-        for name in [name for name, thread in stoppers.items() if not thread.is_alive()]:
-            del stoppers[name]
-        if time.monotonic() >= next_check:
-            disabled = DISABLED_FILE.exists()
-            if disabled != was_disabled and (disabled or was_disabled is not None):
-                log(f"{DISABLED_FILE} present: the daemon is intentionally stopped, not (re)starting it"
-                    if disabled else f"{DISABLED_FILE} absent: supervising the daemon")
-            # Marker just removed: the host's `daemon.start` starts the daemon itself; give it one interval.
-            just_enabled = was_disabled is True and not disabled
-            was_disabled = disabled
-            delay = INTERVAL
-            busy = is_held(profile) or profile in stoppers or just_enabled if profile else True
-            if disabled or busy:
-                pass
-            elif daemon.circusd_pid(profile) is not None:
-                short_since = keep_workers(profile, short_since)
-            elif daemon.starting(profile):
-                pass  # not an orphan to clean up: started by the host (./stack daemon.start, upgrade, restore)
-            elif storage_ready(profile):
-                log(f"the daemon of {profile!r} is not running: starting it")
-                short_since = None
-                if daemon.start(profile):
-                    failures = 0
-                    next_health = 0.0  # record the recovery at once
-                else:
-                    failures += 1
-                    delay = min(60.0, INTERVAL * 2**failures)
-                    log(f"retrying in {delay:.0f} s")
-            next_check = time.monotonic() + delay
+        names = current_profiles(names)
+        for gone in set(watches) - set(names):
+            del watches[gone]
+            ready.discard(gone)
+            blocked.pop(gone, None)
+        for name in names:
+            watch = watches.setdefault(name, Watch())
+            if time.monotonic() >= watch.next_check and check_daemon(name, watch):
+                next_health = 0.0  # record the recovery at once
+            if stopping.is_set():
+                break
         if time.monotonic() >= next_health:
             # A failing verdict is re-checked soon: right after a start the workers may still be coming up.
             next_health = time.monotonic() + (HEALTH_INTERVAL if record_health() else INTERVAL / 2)
         stopping.wait(1)
-    for thread in stoppers.values():
+
+
+def stop_every_daemon() -> None:
+    """Stop the daemons of every profile at once (each stop may wait a few seconds for its workers)."""
+    running = [name for name in current_profiles([]) if daemon.circusd_pid(name) is not None]
+    stoppers = [threading.Thread(target=daemon.stop, args=(name,), name=f"stop-{name}") for name in running]
+    for thread in stoppers:
+        thread.start()
+    for thread in stoppers:
         thread.join()
-    return profile
+
+
+def adopt_legacy_marker() -> None:
+    """A daemon.disabled from before daemons per profile meant the default profile's daemon."""
+    if LEGACY_DISABLED_FILE.exists():
+        default = default_profile()
+        if default:
+            disabled_file(default).touch()
+        LEGACY_DISABLED_FILE.unlink(missing_ok=True)
 
 
 phase = "init"
@@ -349,18 +374,19 @@ def main() -> int:
     removed = profiles.prune_config_copies()
     if removed:
         log(f"removed {removed} old timestamped copies of config.json (aiida-core makes one per store; 20 kept)")
-    profile = default_profile()
-    if profile:
-        log(f"default profile {profile!r}: supervising its daemon")
-        storage_ready(profile)
+    adopt_legacy_marker()
+    names = profile_names()
+    if names:
+        log(f"supervising the daemons of {', '.join(map(repr, names))} (default: {default_profile()!r})")
+    for name in names:
+        storage_ready(name)
 
     phase = "run"
     if stopping.is_set():
         return 0
-    profile = supervise(profile)
+    supervise()
     phase = "stop"
-    if profile:
-        daemon.stop(profile)
+    stop_every_daemon()
     log("bye")
     return 0
 
