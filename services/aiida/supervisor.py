@@ -1,4 +1,4 @@
-"""aiida service supervisor: first-start bootstrap + supervision of the default profile's daemon (user aiida).
+"""aiida service supervisor: first-start bootstrap + supervision of every profile's daemon (user aiida).
 
 Started by entrypoint.sh after it has read the compose secrets as root; the passwords arrive in
 AIIDA_STACK_DB_PASSWORD / AIIDA_STACK_BROKER_PASSWORD and are removed from the environment at
@@ -15,15 +15,16 @@ once, so verdi sub-commands, circusd and the daemon workers never inherit them.
    cannot read) is waited out, not crashed on: an upgrade's rollback puts the old one back;
    a profile whose storage schema is not this aiida-core's gets no daemon and no computer until it
    is (`verdi storage migrate`, run by ./stack upgrade: the service never migrates);
-5. supervise the daemon of the DEFAULT profile as recorded in config.json (re-read every second):
-   when the default changes, stop the old profile's daemon and start the new one's; every
-   AIIDA_SUPERVISE_INTERVAL s restart a dead daemon - unless $AIIDA_PATH/.aiida/stack/daemon.disabled
-   exists (intentional stop) or a profile CLI holds that profile (stack/hold.<profile>);
-   `verdi -p P daemon start` without a count, so the profile's daemon.default_workers applies;
-   a daemon that runs fewer workers than that for AIIDA_WORKER_GRACE s gets them back (extra
-   workers from `daemon incr` stay until `daemon decr` or a restart);
+5. supervise the daemon of EVERY profile of config.json (re-read every second: a new profile gets
+   its daemon, a deleted one is dropped); every AIIDA_SUPERVISE_INTERVAL s restart a dead daemon -
+   unless $AIIDA_PATH/.aiida/stack/daemon.disabled.<profile> exists (intentional stop, kept across
+   restarts) or a profile CLI holds that profile (stack/hold.<profile>); `verdi -p P daemon start`
+   without a count, so each profile's daemon.default_workers applies; a daemon that runs fewer
+   workers than that for AIIDA_WORKER_GRACE s gets them back (extra workers from `daemon incr` stay
+   until `daemon decr` or a restart). Each daemon has its own circusd and works only its profile's
+   queues (named by the profile's UUID);
 6. record the full health check (health.py) for the cheap Docker healthcheck;
-7. SIGTERM/SIGINT: stop the daemon (hard kill after a few seconds), exit 0.
+7. SIGTERM/SIGINT: stop every daemon at once (hard kill after a few seconds), exit 0.
 """
 
 from __future__ import annotations
