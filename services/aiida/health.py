@@ -19,7 +19,7 @@ from common import disabled_file
 DAEMON_TIMEOUT = 5
 
 
-def check_profile(profile, manager) -> bool:
+def check_profile(profile) -> bool:
     from aiida.engine.daemon.client import DaemonClient
 
     try:
@@ -65,7 +65,7 @@ def main() -> int:
         print(f"✘ broker: {type(exc).__name__}: {exc}")
         ok = False
     for profile in profiles:
-        ok = check_profile(profile, manager) and ok
+        ok = check_profile(profile) and ok
     return 0 if ok else 1
 
 
