@@ -50,14 +50,11 @@ def _running(stack: Stack, profile: str) -> bool:
 
 
 def start(stack: Stack, profile: str | None = None) -> None:
-    """Start the daemon now; the service's supervisor (which also starts it once the marker is gone)
-    may win the race, which is fine: what counts is the service's own check passing afterwards."""
+    """Start the daemon now: the marker goes, and the service's supervisor, the one place that starts
+    daemons, starts it within a second (two starters at once could each take the other's fresh
+    circusd for an orphan). Returns once the service's own check sees it running."""
     name = _name(stack, profile)
     _marker(stack, name, present=False)
-    if not _running(stack, name):
-        done = stack.exec_aiida(["verdi", "-p", name, "daemon", "start"], capture=True)
-        if done.returncode != 0 and not _running(stack, name):
-            console.note(f"verdi daemon start of {name} did not succeed; waiting for the aiida service to start it")
     profiles.serving(stack, name)
     wait.until_healthy(stack, [AIIDA], RECOVERY_TIMEOUT)
 

@@ -118,18 +118,20 @@ def set_default_profile(stack: Stack, name: str) -> None:
 
 def serving(stack: Stack, name: str) -> None:
     """Wait until the aiida service's own check passes with profile `name` among those it checked
-    (Docker's status lags behind)."""
+    (Docker's status lags behind); the error quotes that check's last report."""
+    last: list[str] = []
 
     def switched() -> bool:
         done = stack.run("exec", "-T", AIIDA, "aiida-healthcheck", capture=True, check=False)
-        first = (done.stdout.splitlines() or [""])[0]
-        return done.returncode == 0 and name in first.removeprefix("profiles: ").split(",")
+        last[:] = done.stdout.splitlines() or [done.stderr.strip()]
+        return done.returncode == 0 and name in last[0].removeprefix("profiles: ").split(",")
 
     waiting = Retrying(stop=stop_after_delay(SWITCH_TIMEOUT), wait=wait_fixed(1),
                        retry=retry_if_result(lambda ok: not ok), retry_error_callback=lambda _: False)
     if not waiting(switched):
-        raise StackError(f"the daemon is not serving profile {name} after {SWITCH_TIMEOUT} s; "
-                         "see ./stack logs --service aiida")
+        report = "\n".join(f"  {line}" for line in last if line.strip())
+        raise StackError(f"the daemon is not serving profile {name} after {SWITCH_TIMEOUT} s; the service's "
+                         f"last check said:\n{report}\nsee ./stack logs --service aiida")
 
 
 def delete(stack: Stack, name: str, skip_db: bool, skip_repository: bool, yes: bool, new_default: str) -> None:

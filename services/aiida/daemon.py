@@ -70,7 +70,7 @@ def daemon_processes(profile: str | None) -> list[psutil.Process]:
 
 
 def starting(profile: str, within: float = STARTING_GRACE) -> bool:
-    """Someone else (the host's `verdi daemon start`, through docker exec) is starting a daemon: a
+    """Someone else (a user's `verdi daemon start` through docker exec) is starting a daemon: a
     `verdi ... daemon start|restart` of this user, or a circusd of `profile` without its PID file yet,
     younger than `within` s. Cleaning up "orphans" now would kill that start half-way."""
     now = time.time()

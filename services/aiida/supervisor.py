@@ -271,16 +271,17 @@ def check_daemon(profile: str, watch: Watch) -> bool:
     if disabled != watch.was_disabled and (disabled or watch.was_disabled is not None):
         log(f"the daemon of {profile!r} is intentionally stopped (./stack daemon.stop): not (re)starting it"
             if disabled else f"supervising the daemon of {profile!r}")
-    # Marker just removed: the host's `daemon.start` starts the daemon itself; give it one interval.
-    just_enabled = watch.was_disabled is True and not disabled
+    if watch.was_disabled and not disabled and profile in blocked:
+        # Marker just removed (./stack daemon.start, after a migration too): check the storage now.
+        blocked[profile] = (blocked[profile][0], 0.0)
     watch.was_disabled = disabled
     delay, started = INTERVAL, False
-    if disabled or just_enabled or is_held(profile):
+    if disabled or is_held(profile):
         pass
     elif daemon.circusd_pid(profile) is not None:
         watch.short_since = keep_workers(profile, watch.short_since)
     elif daemon.starting(profile):
-        pass  # not an orphan to clean up: started by the host (./stack daemon.start, upgrade, restore)
+        pass  # not an orphan to clean up: someone's own `verdi daemon start` (./stack verdi -- daemon start)
     elif storage_ready(profile):
         log(f"the daemon of {profile!r} is not running: starting it")
         watch.short_since = None
@@ -308,6 +309,8 @@ def supervise() -> None:
             blocked.pop(gone, None)
         for name in names:
             watch = watches.setdefault(name, Watch())
+            if disabled_file(name).exists() != watch.was_disabled:
+                watch.next_check = 0.0  # stopped or started on purpose: act within a second
             if time.monotonic() >= watch.next_check and check_daemon(name, watch):
                 next_health = 0.0  # record the recovery at once
             if stopping.is_set():
