@@ -129,6 +129,9 @@ def create(args) -> None:
             "institution": args.institution}
     set_default = args.set_default or not common.default_profile(config)  # the first one becomes default
     log(f"setting up profile {name!r} (database {database_name(name)}, repository {repository})")
+    hold = hold_file(name)
+    hold.parent.mkdir(parents=True, exist_ok=True)
+    hold.touch()  # the supervisor sees the new profile in config.json: it waits until it is complete
     try:
         profiles.setup_profile(name, password, broker, user, set_default=False, echo=echo)
         workers = common.daemon_workers_setting()
@@ -143,6 +146,8 @@ def create(args) -> None:
         undo_create(name, repository)
         reason = str(exc) if isinstance(exc, Exception) else "interrupted"
         raise CliError(1, f"setting up profile {name!r} failed, undone (database kept): {reason}") from None
+    finally:
+        hold.unlink(missing_ok=True)
     log(f"profile {name!r} created ({workers} daemon worker(s)){', the default' if set_default else ''}")
 
 
