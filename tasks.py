@@ -19,14 +19,27 @@ from invoke import Collection, Exit  # noqa: E402
 from ops.cli import lazy, stack_task  # noqa: E402
 from ops.errors import StackError  # noqa: E402
 from ops.handover import ROOT  # noqa: E402
-from ops.inputs import BackupId, Choice, Count, Day, Email, Flag, HostFile, OptionName, Profile, Text  # noqa: E402
+from ops.inputs import (  # noqa: E402
+    BackupId,
+    Choice,
+    Count,
+    Day,
+    Email,
+    Flag,
+    HostFile,
+    OptionName,
+    PrivateKeyFile,
+    Profile,
+    SshTarget,
+    Text,
+)
 from ops.services import SERVICES  # noqa: E402
 
 # loaded when a task body first uses them (a refused or --help command stays fast)
 (backups, bench_ops, compose, console, daemon, environment, lifecycle, migrate_ops, options, profiles, runner,
- settings, upgrade) = lazy("ops.backups", "ops.bench", "ops.compose", "ops.console", "ops.daemon", "ops.environment",
-                           "ops.lifecycle", "ops.migrate", "ops.options", "ops.profiles", "ops.runner",
-                           "ops.settings", "ops.upgrade")
+ settings, ssh, upgrade) = lazy("ops.backups", "ops.bench", "ops.compose", "ops.console", "ops.daemon",
+                                "ops.environment", "ops.lifecycle", "ops.migrate", "ops.options", "ops.profiles",
+                                "ops.runner", "ops.settings", "ops.ssh", "ops.upgrade")
 
 PROFILE = Profile("AiiDA profile (default: the default profile)")
 
@@ -326,6 +339,53 @@ def daemon_decr(c, number=1, profile=None):
     daemon.change_workers(_stack(), -number, profile)
 
 
+# ------------------------------------------------------------------------------------------- ssh.*
+
+_REPLACE = Flag("replace the stack's key (the old one is kept aside in the state folder)")
+
+
+@stack_task(name="keygen", options={"replace": _REPLACE})
+def ssh_keygen(c, replace=False):
+    """Create the aiida user's SSH key for remote computers (ed25519, in the stack's state, mode 0600) and
+    print its public key: add that line to ~/.ssh/authorized_keys on the cluster."""
+    stack = _stack()
+    key = ssh.keygen(stack.settings, replace)
+    ssh.install(stack)
+    console.step(f"key {key.describe()} kept in {key.path.parent}; its public key (for authorized_keys):")
+    console.out.print(key.public, soft_wrap=True)
+
+
+@stack_task(name="import-key", options={"path": PrivateKeyFile("private key file (no passphrase, mode 0600)"),
+                                        "replace": _REPLACE})
+def ssh_import_key(c, path, replace=False):
+    """Use an existing private key as the aiida user's SSH key (copied into the stack's state, mode 0600).
+
+    A key with a passphrase is refused: the stack never stores passphrases (README: an ssh-agent)."""
+    stack = _stack()
+    key = ssh.import_key(stack.settings, path, replace)
+    ssh.install(stack)
+    console.step(f"key {key.describe()} imported into {key.path.parent}")
+    console.out.print(key.public, soft_wrap=True)
+
+
+@stack_task(name="trust", options={"host": SshTarget("HOST or HOST:PORT of the SSH server, as the aiida "
+                                                     "service reaches it"),
+                                   "yes": Flag("trust the shown host key(s) without asking")})
+def ssh_trust(c, host, yes=False):
+    """Show an SSH server's host key fingerprints; add them to the aiida user's known_hosts once confirmed.
+
+    Compare the fingerprints with those the cluster's admins publish. A changed key is shown as such."""
+    ssh.trust(_stack(), "--host", host, yes)
+
+
+@stack_task(name="show")
+def ssh_show(c):
+    """Print the stack's public SSH key (for clusters' authorized_keys), its trusted hosts and ssh_config."""
+    public = ssh.show(settings.load())
+    if public:
+        console.out.print(public, soft_wrap=True)
+
+
 # ---------------------------------------------------------------------------------------- backup.*
 
 _owner = "profile the backup belongs to (default: the default profile)"
@@ -374,6 +434,7 @@ ns.add_collection(Collection("bench", bench_engine, bench_backup, bench_upgrade)
 ns.add_collection(Collection("backup", backup_run, backup_list, backup_verify))
 ns.add_collection(Collection("profile", profile_list, profile_show, profile_create, profile_delete,
                              profile_set_default))
+ns.add_collection(Collection("ssh", ssh_keygen, ssh_import_key, ssh_trust, ssh_show))
 ns.add_collection(Collection("config", config_list, config_show, config_get, config_set, config_unset))
 ns.add_collection(Collection("daemon", daemon_status, daemon_start, daemon_stop, daemon_restart, daemon_incr,
                              daemon_decr))

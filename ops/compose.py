@@ -18,7 +18,7 @@ from pathlib import Path
 
 import docker.models.containers
 
-from ops import engine, secrets
+from ops import engine, secrets, ssh
 from ops.environment import Environment
 from ops.errors import StackError
 from ops.services import AIIDA, BACKUP, POSTGRES, RABBITMQ
@@ -69,6 +69,7 @@ class Stack:
         values = {
             "COMPOSE_PROJECT_NAME": s.name,
             "STACK_SECRETS_DIR": str(secrets.secrets_dir(s)),
+            "STACK_SSH_DIR": str(ssh.ensure_folder(s)),
             "STACK_PIP_CERT": str(cert),
             "STACK_PIP_ENV": str(pip_env),
             "STACK_BASE_IMAGE": s.base_image,
@@ -183,6 +184,12 @@ class Stack:
         if not found:
             raise StackError(f"service {service} of stack {self.settings.name} has no container: run ./stack up")
         return found[0]
+
+    def is_running(self, service: str) -> bool:
+        try:
+            return self.container(service).status == "running"
+        except StackError:
+            return False
 
     def exec_aiida(self, argv: Sequence[str], *, interactive: bool = False, capture: bool = False,
                    check: bool = False, input: str | None = None) -> subprocess.CompletedProcess[str]:

@@ -152,6 +152,32 @@ class HostFile(Input):
         return path
 
 
+@dataclass(frozen=True)
+class PrivateKeyFile(HostFile):
+    """An SSH private key file: unencrypted, not readable by others, a key OpenSSH accepts."""
+
+    def parse(self, flag: str, raw: Any) -> Path:
+        from ops import ssh
+
+        path = super().parse(flag, raw)
+        try:
+            ssh.read_private_key(path)
+        except ValueError as exc:
+            raise InputError(flag, str(exc)) from None
+        return path
+
+
+@dataclass(frozen=True)
+class SshTarget(Input):
+    """HOST or HOST:PORT of an SSH server."""
+
+    def parse(self, flag: str, raw: Any) -> str:
+        from ops import ssh
+
+        ssh.parse_target(flag, Text(max_length=260).parse(flag, raw))
+        return raw
+
+
 def _by_rule(flag: str, raw: Any, problem_of: Callable[[str], str | None]) -> str:
     """A value checked by one of the shared rules (services/common/stack_rules.py)."""
     problem = problem_of(raw if isinstance(raw, str) else "")

@@ -12,7 +12,7 @@ from docker.errors import ImageNotFound, NotFound
 from rich.console import Group
 from rich.table import Table
 
-from ops import backups, building, console, daemon, engine, environment, mounts, profiles, runbook, secrets, wait
+from ops import backups, building, console, daemon, engine, environment, mounts, profiles, runbook, secrets, ssh, wait
 from ops.compose import Stack
 from ops.errors import StackError
 from ops.runner import aiida_info
@@ -126,6 +126,7 @@ def up(settings: Settings, verbose: bool = False) -> Stack:
     absent = mounts.missing(settings.host_mounts)
     if absent:
         raise StackError(f"mounts: no such host path: {', '.join(absent)}; nothing started", code=2)
+    ssh_changed = ssh.stage_config(settings)  # an unreadable ssh_config stops here, before anything starts
     stack = prepare(settings)
     refuse_silent_upgrade(stack)
     built = build(stack, only_missing=True, verbose=verbose)
@@ -134,6 +135,8 @@ def up(settings: Settings, verbose: bool = False) -> Stack:
     start = time.monotonic()
     stack.run("up", "--detach", "--remove-orphans", "--quiet-pull", capture=True)
     wait.until_healthy(stack, SERVICES, settings.up_timeout)
+    if ssh_changed:  # a service that was not re-created gets the edited ssh_config too
+        ssh.install(stack)
     record_environment(stack)
     console.step(f"stack {settings.name} healthy after {time.monotonic() - start:.1f} s")
     return stack

@@ -26,7 +26,7 @@ def migrate(settings: Settings, profile: str | None, yes: bool, wait_idle: bool)
         return runbook.summary(stack)
     names = sorted(behind)
     described = ", ".join(f"{name} ({state['schema']} → {state['head']})" for name, state in behind.items())
-    runbook.confirm(yes, f"Migrate {described}? The daemon stops and each is backed up first; a migrated database "
+    console.confirm(yes, f"Migrate {described}? The daemon stops and each is backed up first; a migrated database "
                     f"cannot be opened by an older aiida-core than {running.version}.", "migrate")
     change = runbook.Change(stack, "migrate", names, running.version)
     change.drain(wait_idle, pause=False)  # refuses, or waits: nothing changes before the daemon stops

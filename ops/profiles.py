@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import secrets as token
-import sys
 from pathlib import Path
 
 from tenacity import Retrying, retry_if_result, stop_after_delay, wait_fixed
@@ -145,7 +144,8 @@ def delete(stack: Stack, name: str, skip_db: bool, skip_repository: bool, yes: b
         raise StackError(f"{name} is the default profile: give --set-default OTHER (one of {', '.join(others)})",
                          code=2)
     doomed = [what for what, skip in (("database and role", skip_db), ("repository", skip_repository)) if not skip]
-    _confirm(f"Delete profile {name!r} ({', '.join(['config entry', *doomed])})?", name, yes)
+    console.confirm(yes, f"Delete profile {name!r} ({', '.join(['config entry', *doomed])})?", name,
+                    needs="Deleting data needs --yes")
     if new_default:
         set_default_profile(stack, new_default)
     done = stack.exec_aiida([PROFILE_CLI, "delete", name, *(["--skip-repository"] if skip_repository else [])],
@@ -156,12 +156,3 @@ def delete(stack: Stack, name: str, skip_db: bool, skip_repository: bool, yes: b
     if not skip_db:
         drop_database(stack, name)
         console.step(f"database and role {database_name(name)} dropped")
-
-
-def _confirm(question: str, name: str, yes: bool) -> None:
-    if yes:
-        return
-    if not sys.stdin.isatty():
-        raise StackError(f"{question} Deleting data needs --yes; nothing changed", code=2)
-    if console.err.input(f"{question} Type the profile name to confirm: ").strip() != name:
-        raise StackError("not confirmed; nothing changed", code=2)

@@ -13,7 +13,6 @@ import datetime as dt
 import json
 import os
 import signal
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -272,15 +271,6 @@ def one_calculation(stack: Stack, profile: str) -> None:
     result = json_result(code, out, "the calculation after the change")
     if not result["ok"]:
         raise StackError(f"the calculation after the change did not finish ok: {result}")
-
-
-def confirm(yes: bool, question: str, word: str) -> None:
-    if yes:
-        return
-    if not sys.stdin.isatty():
-        raise StackError(f"{question} Confirm with --yes; nothing changed", code=2)
-    if console.err.input(f"{question} Type '{word}' to go on: ").strip() != word:
-        raise StackError("not confirmed; nothing changed", code=2)
 
 
 # ----------------------------------------------------------------------------------------- history

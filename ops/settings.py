@@ -70,12 +70,13 @@ class Settings(BaseSettings):
     backup_keep_monthly: int = Field(default=6, ge=0)
     backups_dir: str = ""
     mounts: list[str] = Field(default_factory=list, max_length=50)
+    ssh_config: str = ""
 
-    @field_validator("backups_dir")
+    @field_validator("backups_dir", "ssh_config")
     @classmethod
     def _host_folder(cls, value: str) -> str:
         if value and (value.strip() != value or "\n" in value or ":" in value):
-            raise ValueError("a host folder path without ':', newlines or surrounding spaces")
+            raise ValueError("a host path without ':', newlines or surrounding spaces")
         if value and Path(value).resolve() in (Path("/"), ROOT):
             raise ValueError("not / nor the checkout itself: give a folder of its own")
         return value
@@ -84,6 +85,11 @@ class Settings(BaseSettings):
     def backups_path(self) -> Path | None:
         """The host folder backups go to (relative paths: to the checkout), or None for the volume."""
         return (ROOT / self.backups_dir).resolve() if self.backups_dir else None
+
+    @property
+    def ssh_config_path(self) -> Path | None:
+        """The user's ssh_config handed to the aiida user (relative paths: to the checkout), or None."""
+        return (ROOT / Path(self.ssh_config).expanduser()).resolve() if self.ssh_config else None
 
     @field_validator("mounts")
     @classmethod

@@ -91,7 +91,7 @@ def upgrade(settings: Settings, yes: bool, wait_idle: bool, pause: bool) -> Tabl
                      "changes)")
         return runbook.summary(stack)
     names = list(activity)
-    runbook.confirm(yes, f"Upgrade {', '.join(names)} from {running.lock} to {target.lock.name}? The daemon stops, "
+    console.confirm(yes, f"Upgrade {', '.join(names)} from {running.lock} to {target.lock.name}? The daemon stops, "
                     "every profile is backed up and migrated; a migrated database cannot go back to the older "
                     "aiida-core.", "upgrade")
     change = runbook.Change(stack, "upgrade", names, running.version,

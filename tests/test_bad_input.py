@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
 import tasks
-from ops import engine, wait
+from ops import engine, ssh, wait
 from ops.cli import StackTask, flag_of
 from ops.services import AIIDA, BACKUP, POSTGRES, SERVICES
 
@@ -26,6 +28,7 @@ from .conftest import SCRIPTS
 LONG = "a" * 5000
 NO_SUCH_ID = "backup_20200101T000000Z_abcd"
 SCRIPT = str(SCRIPTS / "store_node.py")  # would store a node: a wrongly accepted row shows as a change
+KEYS = Path(tempfile.gettempdir()) / "aiida-stack-sweep-keys"  # written by the `prepared` fixture
 
 # kinds: empty, long, type, range (zero/negative/too big), traversal, shell, unicode, unknown, conflict
 PROFILE_ROWS = [("empty", ""), ("long", LONG), ("type", "Bad/Name"), ("traversal", "../default"),
@@ -142,6 +145,17 @@ TABLE: dict[tuple[str, str], list[tuple[str, list[str]]]] = {
     ("restore", "profile"): _profile("--profile", after=["--yes"]),
     ("restore", "as_"): _profile("--as", skip=("unknown",), after=["--yes"]),
     ("restore", "yes"): _switch("--yes"),
+    ("ssh.keygen", "replace"): _switch("--replace"),
+    ("ssh.import-key", "path"): _values("--path", [
+        ("empty", ""), ("long", LONG), ("unknown", "/no/such/key"), ("type", str(KEYS / "not-a-key")),
+        ("type", str(KEYS / "with-passphrase")), ("range", str(KEYS / "rsa-1024")), ("type", str(KEYS / "loose")),
+        ("traversal", "../../../../etc/shadow"), ("shell", "key;ls"), ("unicode", "/tmp/ключ")]),
+    ("ssh.import-key", "replace"): _switch("--replace", before=["--path", str(KEYS / "good")]),
+    ("ssh.trust", "host"): _values("--host", [
+        ("empty", ""), ("long", LONG), ("type", "cluster:port"), ("range", "cluster:0"), ("range", "cluster:70000"),
+        ("traversal", "../cluster"), ("shell", "cluster;ls"), ("unicode", "clüster"),
+        ("unknown", "nobody.invalid")], after=["--yes"]),
+    ("ssh.trust", "yes"): _switch("--yes", before=["--host", "nobody.invalid"]),
 }
 
 ROWS = [(task, param, kind, args) for (task, param), cases in TABLE.items() for kind, args in cases]
@@ -184,12 +198,34 @@ def state(stack) -> dict:
         "config.json": _sh(aiida, "cat /home/aiida/.aiida/config.json"),
         "workers": _sh(aiida, "pgrep -f '[d]aemon worker' | sort"),  # [d]: not the shell itself
         "backups": _sh(stack.compose.container(BACKUP), "find /backups -printf '%p %s %T@\\n' | sort"),
+        "ssh": sorted((p.name, p.stat().st_size, p.stat().st_mtime) for p in ssh.folder(stack.settings).glob("*")),
     }
+
+
+def _write_keys() -> None:
+    """Key files the import-key rows name: none of them may be taken."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
+    openssh, pem = serialization.PrivateFormat.OpenSSH, serialization.PrivateFormat.TraditionalOpenSSL
+    plain = serialization.NoEncryption()
+    keys = {
+        "good": ed25519.Ed25519PrivateKey.generate().private_bytes(serialization.Encoding.PEM, openssh, plain),
+        "with-passphrase": ed25519.Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.PEM, openssh, serialization.BestAvailableEncryption(b"secret")),
+        "rsa-1024": rsa.generate_private_key(65537, 1024).private_bytes(serialization.Encoding.PEM, pem, plain),
+        "not-a-key": b"-----BEGIN OPENSSH PRIVATE KEY-----\nnot really\n-----END OPENSSH PRIVATE KEY-----\n",
+    }
+    KEYS.mkdir(mode=0o700, exist_ok=True)
+    for name, data in {**keys, "loose": keys["good"]}.items():
+        (KEYS / name).write_bytes(data)
+        (KEYS / name).chmod(0o644 if name == "loose" else 0o600)
 
 
 @pytest.fixture(scope="module")
 def prepared(stack):
     """The default profile holds a node and a backup; the daemon runs its configured workers."""
+    _write_keys()
     stored = stack.run_script("store_node.py", "7")
     assert stored.returncode == 0, stored.stdout + stored.stderr
     backed_up = stack.cli("backup")

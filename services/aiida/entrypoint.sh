@@ -42,6 +42,7 @@ if [ "$(id -u)" = 0 ]; then
         log "fixing ownership of $AIIDA_HOME_DIR (files not owned by $AIIDA_USER found)"
         chown -R "$AIIDA_USER:$AIIDA_USER" "$AIIDA_HOME_DIR"
     fi
+    /usr/local/bin/aiida-stack-ssh-install  # the stack's SSH key, known_hosts and ssh_config (ops/ssh.py)
 fi
 
 if [ "$#" -gt 0 ]; then

@@ -1,0 +1,136 @@
+"""Remote computers over SSH: the stack's key, explicit host trust, the user's ssh_config, and a
+calculation through the daemon on a stand-in cluster (tests/cluster/Dockerfile: Debian's sshd),
+with core.ssh_async (OpenSSH) and with core.ssh (paramiko); a changed host key is refused.
+
+One stand-in cluster for the module, on the session stack's egress network as `cluster`.
+"""
+
+from __future__ import annotations
+
+import re
+import stat
+
+import pytest
+from testcontainers.core.image import DockerImage
+
+from ops import engine, ssh
+from ops.settings import ROOT
+
+pytestmark = pytest.mark.stack
+
+CLUSTER = "cluster"  # the stand-in's name on the egress network, and its Host alias in the ssh_config
+WORK_DIR = "/scratch/{username}"
+
+
+@pytest.fixture(scope="module")
+def cluster(stack, images, tmp_path_factory):
+    """The stand-in cluster, and the user's ssh_config for it (handed over with every ./stack ssh.* call)."""
+    # kept afterwards (clean_up=False): a rerun here reuses it; CI machines start empty anyway
+    image = DockerImage(path=str(ROOT / "tests" / "cluster"), tag="aiida-stack-test/cluster:latest", clean_up=False,
+                        buildargs={"BASE_IMAGE": stack.settings.base_image}).build()
+    docker = engine.client()
+    container = docker.containers.create(str(image), name=f"{stack.name}-cluster")
+    docker.networks.get(f"{stack.name}_egress").connect(container, aliases=[CLUSTER])
+    container.start()
+    config = tmp_path_factory.mktemp("ssh") / "config"
+    config.write_text(f"Host {CLUSTER}\n    User alice\n    ConnectTimeout 10\n")
+    try:
+        yield container, {"AIIDA_STACK_SSH_CONFIG": str(config)}
+    finally:
+        container.remove(force=True)
+
+
+def _host_key_fingerprint(container) -> str:
+    done = container.exec_run(["ssh-keygen", "-lf", "/etc/ssh/ssh_host_ed25519_key.pub"])
+    return done.output.decode().split()[1]
+
+
+def _authorize(container, public_key: str) -> None:
+    done = container.exec_run(["sh", "-c", 'printf "%s\\n" "$KEY" >> /home/alice/.ssh/authorized_keys && '
+                                           "chown alice: /home/alice/.ssh/authorized_keys && "
+                                           "chmod 600 /home/alice/.ssh/authorized_keys"],
+                              environment={"KEY": public_key})
+    assert done.exit_code == 0, done.output
+
+
+def _known_hosts(stack) -> str:
+    path = ssh.folder(stack.settings) / ssh.KNOWN_HOSTS
+    return path.read_text() if path.exists() else ""
+
+
+def test_keygen_keeps_a_private_key_and_prints_the_public_one(stack, cluster):
+    container, env = cluster
+    made = stack.cli("ssh.keygen", env=env)
+    assert made.returncode == 0, made.stderr
+    public = made.stdout.strip().splitlines()[-1]
+    assert public.startswith("ssh-ed25519 ") and public.endswith(f"aiida@{stack.name}")
+    key = ssh.folder(stack.settings) / "id_ed25519"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600 and stat.S_IMODE(key.parent.stat().st_mode) == 0o700
+    private = key.read_text()
+    again = stack.cli("ssh.keygen", env=env)
+    assert again.returncode == 2 and "has a key already" in again.stderr
+    assert key.read_text() == private and stack.cli("ssh.show").stdout.strip() == public
+    # the aiida user holds the same key, its own, private: what ssh and paramiko insist on
+    listed = stack.compose.exec_aiida(["stat", "-c", "%U %a %n", "/home/aiida/.ssh/id_ed25519",
+                                       "/home/aiida/.ssh/config"], capture=True)
+    assert listed.stdout.split() == ["aiida", "600", "/home/aiida/.ssh/id_ed25519",
+                                     "aiida", "600", "/home/aiida/.ssh/config"], listed.stdout + listed.stderr
+    _authorize(container, public)
+
+
+def test_trust_shows_the_fingerprint_and_needs_a_confirmation(stack, cluster):
+    container, env = cluster
+    unanswered = stack.cli("ssh.trust", "nobody.invalid", "--yes", env=env)
+    assert unanswered.returncode == 2 and "--host" in unanswered.stderr and "did not answer" in unanswered.stderr
+    unconfirmed = stack.cli("ssh.trust", CLUSTER, env=env, input="")
+    assert unconfirmed.returncode == 2 and "--yes" in unconfirmed.stderr
+    assert _host_key_fingerprint(container) in unconfirmed.stdout  # shown before asking
+    assert CLUSTER not in _known_hosts(stack)
+    trusted = stack.cli("ssh.trust", CLUSTER, "--yes", env=env)
+    assert trusted.returncode == 0, trusted.stderr
+    assert any(line.startswith(f"{CLUSTER} ssh-ed25519 ") for line in _known_hosts(stack).splitlines())
+    again = stack.cli("ssh.trust", CLUSTER, "--yes", env=env)
+    assert again.returncode == 0 and "trusted already" in again.stderr
+
+
+@pytest.mark.parametrize("transport", ["core.ssh_async", "core.ssh"])
+def test_a_calculation_runs_on_the_cluster_through_the_daemon(stack, cluster, transport):
+    label = f"{CLUSTER}-{transport.replace('.', '-').replace('_', '-')}"
+    setup = stack.cli("verdi", "--", "computer", "setup", "--non-interactive", "--label", label,
+                      "--hostname", CLUSTER, "--transport", transport, "--scheduler", "core.direct",
+                      "--work-dir", WORK_DIR, "--mpiprocs-per-machine", "1")
+    assert setup.returncode == 0, setup.stdout + setup.stderr
+    options = ["--host", CLUSTER] if transport == "core.ssh_async" else ["--username", "alice"]
+    configured = stack.cli("verdi", "--", "computer", "configure", transport, label, "--non-interactive",
+                           "--safe-interval", "0", *options)
+    assert configured.returncode == 0, configured.stdout + configured.stderr
+    done = stack.run_script("add.py", "20", "22", label)
+    assert done.stdout.split()[-3:] == ["finished", "0", "42"], done.stdout + done.stderr
+    # the job really ran over there: its work dir is on the cluster
+    listed = cluster[0].exec_run(["sh", "-c", "ls /scratch/alice/*/*/_aiidasubmit.sh | wc -l"])
+    assert int(listed.output.decode()) >= 1
+
+
+def test_a_changed_host_key_is_refused(stack, cluster):
+    container, env = cluster
+    before = _host_key_fingerprint(container)
+    changed = container.exec_run(["sh", "-c", "rm /etc/ssh/ssh_host_* && ssh-keygen -A && kill -HUP 1"])
+    assert changed.exit_code == 0, changed.output
+    assert _host_key_fingerprint(container) != before
+    for label in (f"{CLUSTER}-core-ssh-async", f"{CLUSTER}-core-ssh"):
+        tested = stack.cli("verdi", "--", "computer", "test", label)
+        assert tested.returncode != 0, tested.stdout
+        said = tested.stdout + tested.stderr
+        assert re.search(r"host key|HOST IDENTIFICATION HAS CHANGED|not match", said, re.IGNORECASE), said
+    done = stack.run_script("add.py", "1", "2", f"{CLUSTER}-core-ssh-async", "30")
+    pk = done.stdout.split()[1]
+    try:
+        assert done.stdout.split()[-3:] != ["finished", "0", "3"], done.stdout
+        report = stack.cli("verdi", "--", "process", "report", pk)
+        assert re.search(r"host key|HOST IDENTIFICATION HAS CHANGED|not match", report.stdout, re.IGNORECASE), \
+            report.stdout
+    finally:
+        stack.cli("verdi", "--", "process", "kill", "--timeout", "30", pk)
+    # re-trusting shows the change loudly and still needs the confirmation
+    retrust = stack.cli("ssh.trust", CLUSTER, env=env, input="")
+    assert retrust.returncode == 2 and "CHANGED" in retrust.stderr, retrust.stderr
