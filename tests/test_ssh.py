@@ -107,8 +107,8 @@ def test_a_calculation_runs_on_the_cluster_through_the_daemon(stack, cluster, tr
     done = stack.run_script("add.py", "20", "22", label)
     assert done.stdout.split()[-3:] == ["finished", "0", "42"], done.stdout + done.stderr
     # the job really ran over there: its work dir is on the cluster
-    listed = cluster[0].exec_run(["sh", "-c", "ls /scratch/alice/*/*/_aiidasubmit.sh | wc -l"])
-    assert int(listed.output.decode()) >= 1
+    listed = cluster[0].exec_run(["find", "/scratch/alice", "-name", "_aiidasubmit.sh"])
+    assert listed.exit_code == 0 and listed.output.decode().count("_aiidasubmit.sh") >= 1, listed.output
 
 
 def test_a_changed_host_key_is_refused(stack, cluster):
