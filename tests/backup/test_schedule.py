@@ -287,10 +287,10 @@ def sidecars(stack, images):
 @pytest.mark.stack
 def test_scheduled_runs_back_up_verify_prune_and_report(stack, sidecars):
     profile = stack.settings.profile
-    sidecar = sidecars({"BACKUP_SCHEDULE": "20s", "BACKUP_KEEP_LAST": "2", "BACKUP_KEEP_DAILY": "0",
+    sidecar = sidecars({"BACKUP_SCHEDULE": "10s", "BACKUP_KEEP_LAST": "2", "BACKUP_KEEP_DAILY": "0",
                         "BACKUP_KEEP_WEEKLY": "0", "BACKUP_KEEP_MONTHLY": "0", "AIIDA_CORE_VERSION": "2.9.4"})
-    first = sidecar.wait_for("the schedule state", lambda s: s.get("schedule") == "20s", 60)
-    assert first["healthy"] is True and first["schedule_kind"] == "interval" and first["period_seconds"] == 20
+    first = sidecar.wait_for("the schedule state", lambda s: s.get("schedule") == "10s", 60)
+    assert first["healthy"] is True and first["schedule_kind"] == "interval" and first["period_seconds"] == 10
     assert first["last_result"] is None  # fresh: healthy until 2 intervals have passed
     code, out = sidecar.health()
     assert code == 0, out
