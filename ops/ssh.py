@@ -98,9 +98,8 @@ def read_private_key(path: Path) -> tuple[bytes, str]:
                 raise openssh_error
             key = serialization.load_pem_private_key(data, password=None)
     except TypeError:  # cryptography's way of saying: encrypted, and no password given
-        raise ValueError(f"{path} has a passphrase. The stack never stores passphrases: load the key into an "
-                         "ssh-agent instead (README: 'A key with a passphrase'), or make a key for the stack with "
-                         "./stack ssh.keygen") from None
+        raise ValueError(f"{path} has a passphrase, and the stack never stores passphrases: make a key for the "
+                         "stack with ./stack ssh.keygen (README: 'A key with a passphrase')") from None
     except (ValueError, UnsupportedAlgorithm):
         raise ValueError(f"{path} is not a private key (OpenSSH or PEM format)") from None
     if isinstance(key, rsa.RSAPrivateKey) and key.key_size < 2048:

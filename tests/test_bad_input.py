@@ -211,8 +211,9 @@ def _write_keys() -> None:
     plain = serialization.NoEncryption()
     keys = {
         "good": ed25519.Ed25519PrivateKey.generate().private_bytes(serialization.Encoding.PEM, openssh, plain),
-        "with-passphrase": ed25519.Ed25519PrivateKey.generate().private_bytes(
-            serialization.Encoding.PEM, openssh, serialization.BestAvailableEncryption(b"secret")),
+        # PEM: an encrypted OpenSSH-format key needs bcrypt to write, which the host's venv lacks
+        "with-passphrase": rsa.generate_private_key(65537, 2048).private_bytes(
+            serialization.Encoding.PEM, pem, serialization.BestAvailableEncryption(b"secret")),
         "rsa-1024": rsa.generate_private_key(65537, 1024).private_bytes(serialization.Encoding.PEM, pem, plain),
         "not-a-key": b"-----BEGIN OPENSSH PRIVATE KEY-----\nnot really\n-----END OPENSSH PRIVATE KEY-----\n",
     }
