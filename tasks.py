@@ -37,9 +37,10 @@ from ops.services import SERVICES  # noqa: E402
 
 # loaded when a task body first uses them (a refused or --help command stays fast)
 (backups, bench_ops, compose, console, daemon, environment, lifecycle, migrate_ops, options, profiles, runner,
- settings, ssh, upgrade) = lazy("ops.backups", "ops.bench", "ops.compose", "ops.console", "ops.daemon",
-                                "ops.environment", "ops.lifecycle", "ops.migrate", "ops.options", "ops.profiles",
-                                "ops.runner", "ops.settings", "ops.ssh", "ops.upgrade")
+ settings, ssh, upgrade, warmstart) = lazy("ops.backups", "ops.bench", "ops.compose", "ops.console", "ops.daemon",
+                                           "ops.environment", "ops.lifecycle", "ops.migrate", "ops.options",
+                                           "ops.profiles", "ops.runner", "ops.settings", "ops.ssh", "ops.upgrade",
+                                           "ops.warmstart")
 
 PROFILE = Profile("AiiDA profile (default: the default profile)")
 
@@ -185,6 +186,15 @@ def bench_upgrade(c, nodes=3000, megabytes=60, from_version="2.2.2", keep=False)
     upgraded to the settings' environment: the duration, each step's share, the daemon's downtime."""
     bench_ops.upgrade_benchmark(settings.load(), nodes=nodes, megabytes=megabytes, from_version=from_version,
                                 keep=keep)
+
+
+@stack_task(name="up", options={
+    "profiles": Count("profiles on the throwaway stack, each with its daemon", maximum=8),
+    "runs": Count("warm starts to time", maximum=20), "keep": Flag("keep the throwaway stack afterwards")})
+def bench_up(c, profiles=2, runs=3, keep=False):
+    """Warm-start benchmark: a throwaway stack with PROFILES profiles, removed and started RUNS times; where each
+    `./stack up` spends its time (engine events, the supervisor's milestones), against the 10 s target."""
+    warmstart.up_benchmark(settings.load(), profiles, runs, keep)
 
 
 @stack_task(options={"k": Text("only tests matching this pytest -k expression", max_length=1000)})
@@ -430,7 +440,7 @@ def restore(c, id="latest", profile=None, as_=None, yes=False):
 
 
 ns = Collection(up, down, status, logs, build, lock, upgrade_task, migrate_task, verdi, run, test, restore)
-ns.add_collection(Collection("bench", bench_engine, bench_backup, bench_upgrade))
+ns.add_collection(Collection("bench", bench_engine, bench_backup, bench_upgrade, bench_up))
 ns.add_collection(Collection("backup", backup_run, backup_list, backup_verify))
 ns.add_collection(Collection("profile", profile_list, profile_show, profile_create, profile_delete,
                              profile_set_default))

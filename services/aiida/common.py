@@ -50,7 +50,8 @@ LOG_PREFIX = ["aiida-supervisor"]  # the profile CLI replaces it
 
 
 def log(message: str) -> None:
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    now = time.time()  # milliseconds: ./stack bench.up reads the start-up's milestones from this log
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}Z"
     print(f"{stamp} {LOG_PREFIX[0]}: {redact(message)}", flush=True)
 
 

@@ -221,13 +221,20 @@ def write_broker_file() -> None:
     os.replace(BROKER_FILE.with_suffix(".tmp"), BROKER_FILE)
 
 
+last_verdict: list[bool] = []  # the previous full check's result, to log changes only
+
+
 def record_health() -> bool:
     try:
         done = subprocess.run([sys.executable, str(HEALTH_SCRIPT), "--record", str(HEALTH_FILE)],
                               capture_output=True, timeout=60, check=False)
+        ok = done.returncode == 0
     except subprocess.TimeoutExpired:
-        return False
-    return done.returncode == 0
+        ok = False
+    if last_verdict[-1:] != [ok]:
+        log("full health check passes" if ok else "full health check fails (aiida-healthcheck shows why)")
+        last_verdict[:] = [ok]
+    return ok
 
 
 def current_profiles(previous: list[str]) -> list[str]:
