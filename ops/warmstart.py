@@ -8,10 +8,12 @@ milliseconds) and from the host's clock around `up`.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import re
 import shutil
 import statistics
+import threading
 import time
 
 from rich.table import Table
@@ -32,18 +34,28 @@ SUPERVISOR_MILESTONES = (
 )
 
 
-def _events(name: str, since: float, until: float) -> list[tuple[float, str]]:
-    """(time, "service action") for the project's container events between two epochs."""
-    found = []
-    for event in engine.client().events(since=int(since), until=int(until) + 1, decode=True,
-                                        filters={"type": "container",
-                                                 "label": f"com.docker.compose.project={name}"}):
-        at = event["timeNano"] / 1e9
-        action = event.get("Action") or event.get("status", "")
-        service = event.get("Actor", {}).get("Attributes", {}).get("com.docker.compose.service", "?")
-        if since <= at <= until + 1:
-            found.append((at, f"{service} {action}"))
-    return found
+class Events:
+    """The project's container events, streamed while `up` runs: the engine keeps only its last 256
+    events, which the healthchecks' exec events of a busy host fill within minutes."""
+
+    def __init__(self, name: str) -> None:
+        self.seen: list[tuple[float, str]] = []
+        self._stream = engine.client().events(decode=True, filters={
+            "type": "container", "label": f"com.docker.compose.project={name}"})
+        self._thread = threading.Thread(target=self._read, name="engine-events", daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        with contextlib.suppress(Exception):  # closing the stream ends the loop with an error
+            for event in self._stream:
+                action = event.get("Action") or event.get("status", "")
+                service = event.get("Actor", {}).get("Attributes", {}).get("com.docker.compose.service", "?")
+                self.seen.append((event["timeNano"] / 1e9, f"{service} {action}"))
+
+    def stop(self) -> list[tuple[float, str]]:
+        self._stream.close()
+        self._thread.join(timeout=5)
+        return list(self.seen)
 
 
 def _supervisor(stack: Stack, since: float) -> list[tuple[float, str]]:
@@ -62,10 +74,10 @@ def _supervisor(stack: Stack, since: float) -> list[tuple[float, str]]:
     return found
 
 
-def milestones(stack: Stack, began: float, ended: float) -> list[tuple[float, str]]:
+def milestones(stack: Stack, events: list[tuple[float, str]], began: float, ended: float) -> list[tuple[float, str]]:
     """Every milestone of one warm `up`, in seconds since it began, in order."""
     wanted = {f"{s} {a}" for s in SERVICES for a in ("create", "start", "health_status: healthy")}
-    rows = [(at, what) for at, what in _events(stack.settings.name, began, ended) if what in wanted]
+    rows = [(at, what) for at, what in events if what in wanted]
     firsts: dict[str, float] = {}
     for at, what in sorted(rows):
         firsts.setdefault(what, at)  # a service's first healthy check only
@@ -79,10 +91,14 @@ def milestones(stack: Stack, began: float, ended: float) -> list[tuple[float, st
 def warm_up(settings: Settings) -> tuple[float, list[tuple[float, str]]]:
     """Remove the containers, time `up` until healthy; (seconds, milestones)."""
     lifecycle.down(settings, volumes=False, yes=False)
+    events = Events(settings.name)
     began = time.time()
-    stack = lifecycle.up(settings)
+    try:
+        stack = lifecycle.up(settings)
+    finally:
+        seen = events.stop()
     ended = time.time()
-    return ended - began, milestones(stack, began, ended)
+    return ended - began, milestones(stack, seen, began, ended)
 
 
 def breakdown_table(rows: list[tuple[float, str]], title: str) -> Table:

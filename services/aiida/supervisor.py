@@ -273,7 +273,7 @@ class Watch:
 
 
 def check_daemon(profile: str, watch: Watch) -> bool:
-    """One look at the profile's daemon: start it if it should run and does not. True if it was started."""
+    """One look at the profile's daemon: True if it should run and does not (start_daemons starts it)."""
     disabled = disabled_file(profile).exists()
     if disabled != watch.was_disabled and (disabled or watch.was_disabled is not None):
         log(f"the daemon of {profile!r} is intentionally stopped (./stack daemon.stop): not (re)starting it"
@@ -282,24 +282,42 @@ def check_daemon(profile: str, watch: Watch) -> bool:
         # Marker just removed (./stack daemon.start, after a migration too): check the storage now.
         blocked[profile] = (blocked[profile][0], 0.0)
     watch.was_disabled = disabled
-    delay, started = INTERVAL, False
+    watch.next_check = time.monotonic() + INTERVAL
     if disabled or is_held(profile):
-        pass
-    elif daemon.circusd_pid(profile) is not None:
+        return False
+    if daemon.circusd_pid(profile) is not None:
         watch.short_since = keep_workers(profile, watch.short_since)
-    elif daemon.starting(profile):
-        pass  # not an orphan to clean up: someone's own `verdi daemon start` (./stack verdi -- daemon start)
-    elif storage_ready(profile):
-        log(f"the daemon of {profile!r} is not running: starting it")
+        return False
+    if daemon.starting(profile):
+        return False  # not an orphan to clean up: someone's own `verdi daemon start` (./stack verdi -- daemon start)
+    return storage_ready(profile)
+
+
+def start_daemons(names: list[str], watches: dict[str, Watch]) -> bool:
+    """Start these profiles' daemons at once: each has its own circusd, and a start is mostly a verdi
+    process importing aiida, so starting two takes about as long as one. True if any started."""
+    results: dict[str, bool] = {}
+
+    def start(name: str) -> None:
+        log(f"the daemon of {name!r} is not running: starting it")
+        results[name] = daemon.start(name)
+
+    threads = [threading.Thread(target=start, args=(name,), name=f"start-{name}") for name in names]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for name in names:
+        watch = watches[name]
         watch.short_since = None
-        if daemon.start(profile):
-            watch.failures, started = 0, True
+        if results.get(name):
+            watch.failures = 0
         else:
             watch.failures += 1
             delay = min(60.0, INTERVAL * 2**watch.failures)
-            log(f"retrying the daemon of {profile!r} in {delay:.0f} s")
-    watch.next_check = time.monotonic() + delay
-    return started
+            watch.next_check = time.monotonic() + delay
+            log(f"retrying the daemon of {name!r} in {delay:.0f} s")
+    return any(results.values())
 
 
 def supervise() -> None:
@@ -314,14 +332,15 @@ def supervise() -> None:
             del watches[gone]
             ready.discard(gone)
             blocked.pop(gone, None)
+        due = []
         for name in names:
             watch = watches.setdefault(name, Watch())
             if disabled_file(name).exists() != watch.was_disabled:
                 watch.next_check = 0.0  # stopped or started on purpose: act within a second
             if time.monotonic() >= watch.next_check and check_daemon(name, watch):
-                next_health = 0.0  # record the recovery at once
-            if stopping.is_set():
-                break
+                due.append(name)
+        if due and not stopping.is_set() and start_daemons(due, watches):
+            next_health = 0.0  # record the recovery at once
         if time.monotonic() >= next_health:
             # A failing verdict is re-checked soon: right after a start the workers may still be coming up.
             next_health = time.monotonic() + (HEALTH_INTERVAL if record_health() else INTERVAL / 2)
