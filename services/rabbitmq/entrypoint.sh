@@ -27,29 +27,38 @@ if [ ! -s /var/lib/rabbitmq/.erlang.cookie ]; then
     chmod 0400 /var/lib/rabbitmq/.erlang.cookie
 fi
 
+# Erlang run inside the node by ONE `rabbitmqctl eval` (each CLI call boots an Erlang VM, about a
+# CPU-second; the five calls this took before cost seconds of every start). The password comes from
+# a file only rabbitmq reads, never from argv or a log; the user's name from the node's environment.
+SETUP_USERS='
+User = list_to_binary(os:getenv("RABBITMQ_USER")),
+Acting = <<"aiida-stack">>,
+{ok, Password} = file:read_file("/run/rabbitmq-stack/password"),
+ok = case rabbit_auth_backend_internal:lookup_user(User) of
+    {ok, _} -> rabbit_auth_backend_internal:change_password(User, Password, Acting);
+    _ -> rabbit_auth_backend_internal:add_user(User, Password, Acting)
+end,
+ok = rabbit_auth_backend_internal:set_tags(User, [administrator], Acting),
+ok = rabbit_auth_backend_internal:set_permissions(User, <<"/">>, <<".*">>, <<".*">>, <<".*">>, Acting),
+ok = case rabbit_auth_backend_internal:lookup_user(<<"guest">>) of
+    {ok, _} -> rabbit_auth_backend_internal:delete_user(<<"guest">>, Acting);
+    _ -> ok
+end,
+configured.'
+
 # Runs detached (set -e does not apply inside `||`): every step checks its own status.
 configure_users() {
-    ctl() { as_rabbitmq rabbitmqctl -q "$@"; }
     deadline=$(($(date +%s) + 120))
-    # await_startup fails at once while the Erlang node is not up yet: retry until it is.
-    until ctl await_startup --timeout 60 >/dev/null 2>&1; do
+    # The AMQP listener answers once the node has booted (networking is its last boot step).
+    until /usr/local/bin/rabbitmq-healthcheck --listener >/dev/null 2>&1; do
         [ "$(date +%s)" -lt "$deadline" ] || return 1
-        sleep 0.5
+        sleep 0.2
     done
-    users=$(ctl list_users --no-table-headers | cut -f1) || return 1
-    if printf '%s\n' "$users" | grep -qxF guest; then
-        ctl delete_user guest >/dev/null || return 1
-    fi
-    # Password on stdin: never in argv or logs.
-    if printf '%s\n' "$users" | grep -qxF "$user"; then
-        printf '%s\n' "$password" | ctl change_password "$user" >/dev/null || return 1
-    else
-        printf '%s\n' "$password" | ctl add_user "$user" >/dev/null || return 1
-    fi
-    ctl set_user_tags "$user" administrator >/dev/null &
-    tags=$!
-    ctl set_permissions -p / "$user" '.*' '.*' '.*' >/dev/null || return 1
-    wait "$tags" || return 1
+    install -m 0600 -o rabbitmq -g rabbitmq /dev/null /run/rabbitmq-stack/password || return 1
+    printf '%s' "$password" > /run/rabbitmq-stack/password || return 1
+    result=$(as_rabbitmq rabbitmqctl -q eval "$SETUP_USERS" 2>&1)
+    rm -f /run/rabbitmq-stack/password
+    [ "$result" = "configured" ] || { echo "rabbitmq-entrypoint: user setup said: $result" >&2; return 1; }
     touch "$MARKER"
     echo "rabbitmq-entrypoint: user '$user' configured, guest removed"
 }
