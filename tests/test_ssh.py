@@ -1,6 +1,7 @@
 """Remote computers over SSH: the stack's key, explicit host trust, the user's ssh_config, and a
 calculation through the daemon on a stand-in cluster (tests/cluster/Dockerfile: Debian's sshd),
-with core.ssh_async (OpenSSH) and with core.ssh (paramiko); a changed host key is refused.
+with core.ssh_async (its openssh backend: the ssh binary) and with core.ssh (paramiko); a changed host
+key is refused by both.
 
 One stand-in cluster for the module, on the session stack's egress network as `cluster`.
 """
@@ -100,7 +101,10 @@ def test_a_calculation_runs_on_the_cluster_through_the_daemon(stack, cluster, tr
                       "--hostname", CLUSTER, "--transport", transport, "--scheduler", "core.direct",
                       "--work-dir", WORK_DIR, "--mpiprocs-per-machine", "1")
     assert setup.returncode == 0, setup.stdout + setup.stderr
-    options = ["--host", CLUSTER] if transport == "core.ssh_async" else ["--username", "alice"]
+    # core.ssh_async through the ssh binary (OpenSSH: the ssh_config's alias and User apply); paramiko
+    # reads no ssh_config when it connects, so it gets the user name here
+    options = ["--backend", "openssh", "--host", CLUSTER] if transport == "core.ssh_async" \
+        else ["--username", "alice"]
     configured = stack.cli("verdi", "--", "computer", "configure", transport, label, "--non-interactive",
                            "--safe-interval", "0", *options)
     assert configured.returncode == 0, configured.stdout + configured.stderr
