@@ -99,6 +99,9 @@ def test_backup_taken_while_the_daemon_runs_restores_consistently(stack):
     assert "as in the manifest" in restored.stderr
     digest = stack.cli("run", "tests/scripts/digest.py", "--profile", "snapshot")
     assert digest.returncode == 0, digest.stderr
+    # the copy's daemon would run the restored processes all through the rest of the suite
+    deleted = stack.cli("profile.delete", "snapshot", "--yes")
+    assert deleted.returncode == 0, deleted.stdout + deleted.stderr
 
 
 def test_retention_keeps_the_newest_backups_and_they_verify(stack):

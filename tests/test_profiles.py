@@ -57,7 +57,8 @@ def test_two_profiles_run_calculations_at_once_each_through_its_own_daemon(stack
     _create(stack, "alpha", "--email", "alpha@example.org")  # not the default: it gets its own daemon
     daemons = json.loads(stack.compose.exec_aiida(["aiida-stack-profile", "workers", "--all"],
                                                    capture=True).stdout)["daemons"]
-    assert {d["profile"]: d["running"] >= 1 for d in daemons} == {"default": True, "alpha": True}
+    running = {d["profile"] for d in daemons if d["running"] >= 1}  # other tests' profiles may be there too
+    assert {"default", "alpha"} <= running, daemons
     runs = {"alpha": _add_in(stack, "alpha", 200, 3), "default": _add_in(stack, "default", 100, 4)}
     for profile, run in runs.items():
         out, err = run.communicate(timeout=300)
