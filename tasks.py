@@ -354,15 +354,20 @@ def daemon_decr(c, number=1, profile=None):
 _REPLACE = Flag("replace the stack's key (the old one is kept aside in the state folder)")
 
 
+def _new_key(make) -> None:
+    """Store the key `make(settings)` returns, hand it to the aiida user, print its public line (stdout)."""
+    stack = _stack()
+    key = make(stack.settings)
+    ssh.install(stack)
+    console.step(f"key {key.describe()} kept in {key.path.parent}; its public key (for authorized_keys):")
+    console.out.print(key.public, soft_wrap=True)
+
+
 @stack_task(name="keygen", options={"replace": _REPLACE})
 def ssh_keygen(c, replace=False):
     """Create the aiida user's SSH key for remote computers (ed25519, in the stack's state, mode 0600) and
     print its public key: add that line to ~/.ssh/authorized_keys on the cluster."""
-    stack = _stack()
-    key = ssh.keygen(stack.settings, replace)
-    ssh.install(stack)
-    console.step(f"key {key.describe()} kept in {key.path.parent}; its public key (for authorized_keys):")
-    console.out.print(key.public, soft_wrap=True)
+    _new_key(lambda s: ssh.keygen(s, replace))
 
 
 @stack_task(name="import-key", options={"path": PrivateKeyFile("private key file (no passphrase, mode 0600)"),
@@ -371,11 +376,7 @@ def ssh_import_key(c, path, replace=False):
     """Use an existing private key as the aiida user's SSH key (copied into the stack's state, mode 0600).
 
     A key with a passphrase is refused: the stack never stores passphrases (README: an ssh-agent)."""
-    stack = _stack()
-    key = ssh.import_key(stack.settings, path, replace)
-    ssh.install(stack)
-    console.step(f"key {key.describe()} imported into {key.path.parent}")
-    console.out.print(key.public, soft_wrap=True)
+    _new_key(lambda s: ssh.import_key(s, path, replace))
 
 
 @stack_task(name="trust", options={"host": SshTarget("HOST or HOST:PORT of the SSH server, as the aiida "

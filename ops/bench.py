@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import secrets as token
-import shutil
 import time
 
 from packaging.version import Version
@@ -16,7 +15,7 @@ from ops.environment import Environment
 from ops.errors import StackError
 from ops.inputs import InputError
 from ops.runner import SCRIPTS, run_script
-from ops.services import AIIDA_HOME_IN_AIIDA, AIIDA_HOME_IN_BACKUP, BACKUP, BACKUP_USER, BACKUP_VOLUMES
+from ops.services import AIIDA_HOME_IN_AIIDA, AIIDA_HOME_IN_BACKUP, BACKUP, BACKUP_USER
 from ops.settings import Settings, load
 
 
@@ -194,10 +193,7 @@ def upgrade_benchmark(settings: Settings, nodes: int, megabytes: int, from_versi
         record = runbook.history(stack)[-1]
     finally:
         if not keep:
-            lifecycle.down(old, volumes=True, yes=True)
-            lifecycle.remove_volumes(old, BACKUP_VOLUMES)
-            shutil.rmtree(old.state_dir, ignore_errors=True)
-            console.step(f"removed the throwaway stack {name} (--keep keeps it)")
+            lifecycle.remove_throwaway(old)
     table = Table("figure", "value", title=f"upgrade aiida-core {from_version} → {new.aiida_core_version}",
                   title_justify="left")
     table.add_row("data", f"{made['nodes_created']} nodes, {made['bytes_written'] / 2**20:.0f} MB of files")

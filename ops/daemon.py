@@ -13,6 +13,7 @@ from ops import console, profiles, wait
 from ops.compose import Stack, json_result
 from ops.errors import StackError
 from ops.inputs import InputError
+from ops.rules import daemon_stop_marker
 from ops.services import AIIDA, AIIDA_HOME_IN_AIIDA
 
 RECOVERY_TIMEOUT = 120
@@ -20,7 +21,7 @@ STOP_TIMEOUT = 90
 
 
 def disabled_marker(profile: str) -> str:
-    return f"{AIIDA_HOME_IN_AIIDA}/stack/daemon.disabled.{profile}"
+    return f"{AIIDA_HOME_IN_AIIDA}/stack/{daemon_stop_marker(profile)}"
 
 
 def _name(stack: Stack, profile: str | None) -> str:

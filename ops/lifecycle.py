@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -157,6 +158,14 @@ def down(settings: Settings, volumes: bool, yes: bool) -> None:
     if volumes:
         removed = remove_volumes(settings, DATA_VOLUMES)
         console.step(f"data volumes removed: {', '.join(removed) or 'none'}; kept: {', '.join(BACKUP_VOLUMES)}")
+
+
+def remove_throwaway(settings: Settings) -> None:
+    """A stack a benchmark made for itself, gone entirely: containers, every volume (backups too), its state."""
+    down(settings, volumes=True, yes=True)
+    remove_volumes(settings, BACKUP_VOLUMES)
+    shutil.rmtree(settings.state_dir, ignore_errors=True)
+    console.step(f"removed the throwaway stack {settings.name} (--keep keeps it)")
 
 
 def remove_volumes(settings: Settings, names: tuple[str, ...]) -> list[str]:

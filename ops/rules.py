@@ -27,5 +27,6 @@ PROFILE_RE = _rules.PROFILE_RE
 BACKUP_ID_RE = _rules.BACKUP_ID_RE
 LATEST: str = _rules.LATEST
 database_name = _rules.database_name
+daemon_stop_marker = _rules.daemon_stop_marker
 profile_problem = _rules.profile_problem
 backup_id_problem = _rules.backup_id_problem

@@ -174,7 +174,7 @@ def known_keys(settings: Settings, host: str, port: int) -> list[str]:
     path = folder(settings) / KNOWN_HOSTS
     name = known_name(host, port)
     lines = path.read_text().splitlines() if path.is_file() else []
-    return [line for line in lines if line.split(" ", 1)[0].split(",").count(name)]
+    return [line for line in lines if name in line.split(" ", 1)[0].split(",")]
 
 
 def write_known(settings: Settings, host: str, port: int, scanned: list[str]) -> None:
@@ -186,16 +186,12 @@ def write_known(settings: Settings, host: str, port: int, scanned: list[str]) ->
     write_private(path, "".join(f"{line}\n" for line in [*kept, *scanned]))
 
 
-def config_source(settings: Settings) -> Path | None:
-    return settings.ssh_config_path
-
-
 def stage_config(settings: Settings) -> bool:
     """Copy the user's ssh_config (a setting) into the state folder, or drop an old copy: what the
     aiida user gets. A copy, not a bind mount: editors replace files, which a file mount would not see.
     Returns whether the copy changed."""
     target = ensure_folder(settings) / CONFIG
-    source = config_source(settings)
+    source = settings.ssh_config_path
     before = target.read_text() if target.is_file() else None
     if source is None:
         target.unlink(missing_ok=True)
@@ -268,6 +264,6 @@ def show(settings: Settings) -> str:
         if path.is_file() else []
     console.note(f"key: {key.describe() if key else 'none (./stack ssh.keygen or ./stack ssh.import-key PATH)'}")
     console.note(f"trusted hosts: {', '.join(hosts) or 'none (./stack ssh.trust HOST[:PORT])'}")
-    source = config_source(settings)
+    source = settings.ssh_config_path
     console.note(f"ssh_config: {source if source else 'none (the ssh_config setting)'}")
     return key.public if key else ""

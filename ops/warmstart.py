@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import re
-import shutil
 import statistics
 import threading
 import time
@@ -20,7 +19,7 @@ from rich.table import Table
 
 from ops import console, engine, lifecycle, profiles
 from ops.compose import Stack
-from ops.services import AIIDA, BACKUP_VOLUMES, SERVICES
+from ops.services import AIIDA, SERVICES
 from ops.settings import Settings, load
 
 TARGET = 10.0  # seconds, with two profiles' daemons (issue: a fast warm start)
@@ -130,10 +129,7 @@ def up_benchmark(settings: Settings, profile_count: int, runs: int, keep: bool) 
             tables.append(breakdown_table(rows, f"warm start {run}: {seconds:.1f} s"))
     finally:
         if not keep:
-            lifecycle.down(bench, volumes=True, yes=True)
-            lifecycle.remove_volumes(bench, BACKUP_VOLUMES)
-            shutil.rmtree(bench.state_dir, ignore_errors=True)
-            console.step(f"removed the throwaway stack {name} (--keep keeps it)")
+            lifecycle.remove_throwaway(bench)
     median = statistics.median(times)
     for table in tables:
         console.out.print(table)

@@ -11,6 +11,8 @@ import pathlib
 import subprocess
 import time
 
+from stack_rules import daemon_stop_marker
+
 AIIDA_PATH = pathlib.Path(os.environ.get("AIIDA_PATH", "/home/aiida"))
 CONFIG_DIR = AIIDA_PATH / ".aiida"
 CONFIG_FILE = CONFIG_DIR / "config.json"
@@ -168,7 +170,7 @@ def configured_workers(profile: str, config: dict | None = None) -> int:
 
 def disabled_file(profile: str) -> pathlib.Path:
     """Present: the profile's daemon is stopped on purpose (./stack daemon.stop), not to be restarted."""
-    return STACK_DIR / f"daemon.disabled.{profile}"
+    return STACK_DIR / daemon_stop_marker(profile)
 
 
 def hold_file(profile: str) -> pathlib.Path:

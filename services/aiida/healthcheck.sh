@@ -23,9 +23,11 @@ checked=$(sed -n '2s/^profiles: //p' "$status")
 # import, a few ms).
 read -r current running < <(python3 - "$aiida_dir" <<'PY' 2>/dev/null
 import json, os, sys
+sys.path.insert(0, "/usr/local/lib/aiida-stack")
+from stack_rules import daemon_stop_marker
 home = sys.argv[1]
 names = sorted(json.load(open(os.path.join(home, "config.json"))).get("profiles", {}))
-wanted = [n for n in names if not os.path.exists(os.path.join(home, "stack", f"daemon.disabled.{n}"))]
+wanted = [n for n in names if not os.path.exists(os.path.join(home, "stack", daemon_stop_marker(n)))]
 print(",".join(names), ",".join(wanted) or "-")
 PY
 )

@@ -21,6 +21,12 @@ LATEST = "latest"
 BACKUP_ID_HELP = "'latest' or backup_<YYYYmmddTHHMMSSZ>[_<suffix>]"
 
 
+def daemon_stop_marker(profile: str) -> str:
+    """The file (in the AiiDA home's stack/ folder) whose presence keeps a profile's daemon stopped on
+    purpose: the host writes it (./stack daemon.stop), the service's supervisor and healthcheck read it."""
+    return f"daemon.disabled.{profile}"
+
+
 def database_name(profile: str) -> str:
     """The PostgreSQL role and database of a profile the stack created."""
     return f"aiida_{profile}"
