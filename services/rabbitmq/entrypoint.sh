@@ -1,72 +1,50 @@
 #!/bin/sh
-# Starts as root (compose secrets keep the host's root:0600), then execs rabbitmq-server as the
-# rabbitmq user. A detached helper waits for the node and, on every start, deletes guest and
-# (re)creates $RABBITMQ_USER with the password from the secret; the healthcheck only passes
-# after that.
+# Starts as root (compose secrets keep the host's root:0600), writes the broker's definitions, then
+# execs rabbitmq-server as the rabbitmq user.
+#
+# The stack's user is loaded by the node itself at boot (rabbitmq.conf: load_definitions), before its
+# AMQP listener opens: a client that can connect can log in, and no CLI call (an Erlang VM boot each)
+# is needed after the boot. The definitions hold the password only as RabbitMQ stores it (salted
+# SHA-256). They are imported at every start, so a new secret takes effect with the next start. A
+# node that loads definitions never creates `guest`; the user has no tags (no management rights).
 set -eu
 
-MARKER=/run/rabbitmq-stack/ready
+DEFINITIONS=/run/rabbitmq-stack/definitions.json
 die() { echo "rabbitmq-entrypoint: $*" >&2; exit 1; }
-as_rabbitmq() { setpriv --reuid=rabbitmq --regid=rabbitmq --init-groups "$@"; }
 
 [ "$(id -u)" = 0 ] || die "must start as root (it reads root-owned secrets, then drops to rabbitmq)"
-user=${RABBITMQ_USER:-}
-[ -n "$user" ] || die "RABBITMQ_USER is not set"
+[ -n "${RABBITMQ_USER:-}" ] || die "RABBITMQ_USER is not set"
 [ -n "${RABBITMQ_PASSWORD_FILE:-}" ] && [ -r "$RABBITMQ_PASSWORD_FILE" ] \
     || die "RABBITMQ_PASSWORD_FILE='${RABBITMQ_PASSWORD_FILE:-}' is not readable"
-password=$(cat "$RABBITMQ_PASSWORD_FILE")
-[ -n "$password" ] || die "empty password secret"
 
 install -d -m 0755 /run/rabbitmq-stack
-rm -f "$MARKER"
+install -m 0600 -o rabbitmq -g rabbitmq /dev/null "$DEFINITIONS"
+python3 - "$RABBITMQ_PASSWORD_FILE" "$RABBITMQ_USER" "$DEFINITIONS" <<'PY' || exit 1
+import base64, hashlib, json, os, sys
+
+secret, user, target = sys.argv[1:]
+password = open(secret, "rb").read().rstrip(b"\n")
+if not password:
+    sys.exit("rabbitmq-entrypoint: empty password secret")
+salt = os.urandom(4)  # rabbit_password_hashing_sha256: base64(salt + sha256(salt + password))
+hashed = base64.b64encode(salt + hashlib.sha256(salt + password).digest()).decode()
+definitions = {
+    "users": [{"name": user, "password_hash": hashed, "hashing_algorithm": "rabbit_password_hashing_sha256",
+               "tags": []}],
+    "vhosts": [{"name": "/"}],
+    "permissions": [{"user": user, "vhost": "/", "configure": ".*", "write": ".*", "read": ".*"}],
+}
+with open(target, "w") as handle:
+    json.dump(definitions, handle)
+PY
+
 # Named volumes may come up root-owned. The cookie is created here, before the server and the
 # CLI could race to create two different ones.
 chown rabbitmq:rabbitmq /var/lib/rabbitmq
 if [ ! -s /var/lib/rabbitmq/.erlang.cookie ]; then
-    as_rabbitmq sh -c 'umask 077; head -c 32 /dev/urandom | od -An -tx1 | tr -d " \n" > "$HOME/.erlang.cookie"'
+    setpriv --reuid=rabbitmq --regid=rabbitmq --init-groups \
+        sh -c 'umask 077; head -c 32 /dev/urandom | od -An -tx1 | tr -d " \n" > "$HOME/.erlang.cookie"'
     chmod 0400 /var/lib/rabbitmq/.erlang.cookie
 fi
-
-# Erlang run inside the node by ONE `rabbitmqctl eval` (each CLI call boots an Erlang VM, about a
-# CPU-second; the five calls this took before cost seconds of every start). The password comes from
-# a file only rabbitmq reads, never from argv or a log; the user's name from the node's environment.
-SETUP_USERS='
-User = list_to_binary(os:getenv("RABBITMQ_USER")),
-Acting = <<"aiida-stack">>,
-{ok, Password} = file:read_file("/run/rabbitmq-stack/password"),
-ok = case rabbit_auth_backend_internal:lookup_user(User) of
-    {ok, _} -> rabbit_auth_backend_internal:change_password(User, Password, Acting);
-    _ -> rabbit_auth_backend_internal:add_user(User, Password, Acting)
-end,
-ok = rabbit_auth_backend_internal:set_tags(User, [administrator], Acting),
-ok = rabbit_auth_backend_internal:set_permissions(User, <<"/">>, <<".*">>, <<".*">>, <<".*">>, Acting),
-ok = case rabbit_auth_backend_internal:lookup_user(<<"guest">>) of
-    {ok, _} -> rabbit_auth_backend_internal:delete_user(<<"guest">>, Acting);
-    _ -> ok
-end,
-configured.'
-
-# Runs detached (set -e does not apply inside `||`): every step checks its own status.
-configure_users() {
-    deadline=$(($(date +%s) + 120))
-    # The AMQP listener answers once the node has booted (networking is its last boot step).
-    until /usr/local/bin/rabbitmq-healthcheck --listener >/dev/null 2>&1; do
-        [ "$(date +%s)" -lt "$deadline" ] || return 1
-        sleep 0.2
-    done
-    install -m 0600 -o rabbitmq -g rabbitmq /dev/null /run/rabbitmq-stack/password || return 1
-    printf '%s' "$password" > /run/rabbitmq-stack/password || return 1
-    result=$(as_rabbitmq rabbitmqctl -q eval "$SETUP_USERS" 2>&1)
-    rm -f /run/rabbitmq-stack/password
-    [ "$result" = "configured" ] || { echo "rabbitmq-entrypoint: user setup said: $result" >&2; return 1; }
-    touch "$MARKER"
-    echo "rabbitmq-entrypoint: user '$user' configured, guest removed"
-}
-
-# Double fork: the helper is re-parented to init (tini), which reaps it. If it fails, stop the
-# server ($$ becomes rabbitmq-server after exec) so the restart policy tries again.
-pid=$$
-( (configure_users || { echo "rabbitmq-entrypoint: user setup failed" >&2; kill -TERM "$pid"; }) & )
-unset password
 
 exec setpriv --reuid=rabbitmq --regid=rabbitmq --init-groups rabbitmq-server
