@@ -89,3 +89,35 @@ def test_default_workers_option_survives_container_recreation(stack):
         stack.cli("config.unset", "daemon.default_workers")
         stack.compose.run("up", "-d", "--force-recreate", "--wait", AIIDA, capture=True)
     assert _workers(stack) == stack.settings.daemon_workers
+
+
+WARM_JOBS = """
+import os, subprocess, sys, time
+sys.path.insert(0, "/usr/local/lib/aiida-stack")
+import warm
+
+r = warm.run_verdi(("--version",), None, 60)
+print("version", r.returncode, r.stdout.split()[-1])
+print("refused", warm.run_verdi(("-p", "no-such-profile", "daemon", "status"), None, 60).returncode)
+began = time.monotonic()
+try:
+    warm.call(time.sleep, 60, timeout=2)
+except subprocess.TimeoutExpired:
+    print("timed-out", round(time.monotonic() - began))
+print("crashed", warm.call(os._exit, 7, timeout=30)[0])
+"""
+
+
+def test_supervisor_jobs_run_in_children_of_one_warm_process(stack):
+    """Daemon starts and health checks fork from a process with aiida imported: each child gives its exit
+    code and output back, a hung one is killed at its timeout, a crashed one is reported."""
+    processes = stack.compose.exec_aiida(["ps", "-eo", "args"], capture=True).stdout
+    assert sum("multiprocessing.forkserver" in line for line in processes.splitlines()) == 1, processes
+    done = stack.compose.exec_aiida(["/opt/aiida/bin/python", "-"], input=WARM_JOBS, capture=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = dict(line.split(" ", 1) for line in done.stdout.splitlines())
+    version = stack.compose.exec_aiida(["verdi", "--version"], capture=True).stdout.split()[-1]
+    assert lines["version"] == f"0 {version}"
+    assert lines["refused"] != "0"
+    assert lines["timed-out"] == "2"
+    assert lines["crashed"] == "7"

@@ -81,25 +81,20 @@ def verdi(
     env: dict | None = None,
     timeout: float = 120,
     echo=None,
+    runner=None,
 ) -> subprocess.CompletedProcess:
-    """Run verdi with captured output; the output is shown (through `echo`, default log) redacted."""
+    """Run verdi with captured output; the output is shown (through `echo`, default log) redacted.
+
+    runner(args, env, timeout) runs it (default: a new process; the supervisor's warm.run_verdi forks it
+    from a process with aiida imported) and raises subprocess.TimeoutExpired."""
     echo = echo or (lambda line: log(f"  verdi: {line}"))
     try:
-        result = subprocess.run(
-            ["verdi", *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            text=True,
-            env={**os.environ, **(env or {})},
-            timeout=timeout,
-            check=False,
-        )
+        result = (runner or run_verdi_process)(args, env, timeout)
     except subprocess.TimeoutExpired as exc:
         if check:
             raise VerdiError(f"`verdi {' '.join(args[:4])} ...` timed out after {timeout:.0f} s") from exc
         echo(f"`verdi {' '.join(args)}` timed out after {timeout:.0f} s")
-        return subprocess.CompletedProcess(exc.cmd, 124, "")
+        return subprocess.CompletedProcess(["verdi", *args], 124, "")
     result.stdout = redact(result.stdout)
     if not quiet or (result.returncode != 0 and log_failure):
         for line in result.stdout.splitlines():
@@ -111,6 +106,11 @@ def verdi(
             result.stdout,
         )
     return result
+
+
+def run_verdi_process(args: tuple[str, ...], env: dict | None, timeout: float) -> subprocess.CompletedProcess:
+    return subprocess.run(["verdi", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                          text=True, env={**os.environ, **(env or {})}, timeout=timeout, check=False)
 
 
 def reason(output: str) -> str:

@@ -117,11 +117,12 @@ def clean_stale_state(profile: str | None) -> None:
     kill_processes(daemon_processes(profile), "orphaned daemon process(es)")
 
 
-def start(profile: str) -> bool:
+def start(profile: str, runner=None) -> bool:
+    """`verdi -p P daemon start` (runner: how verdi runs, see common.verdi); True when circusd runs."""
     if circusd_pid(profile) is None:
         clean_stale_state(profile)
     log(f"starting the daemon of {profile!r} (workers: its daemon.default_workers option)")
-    result = verdi("-p", profile, "daemon", "start", check=False, timeout=90)
+    result = verdi("-p", profile, "daemon", "start", check=False, timeout=90, runner=runner)
     pid = circusd_pid(profile)
     if result.returncode != 0 or pid is None:
         log(f"ERROR: daemon start of {profile!r} failed (exit code {result.returncode})")

@@ -11,15 +11,18 @@ checked (the cheap Docker healthcheck compares it with config.json); one line pe
 from __future__ import annotations
 
 import sys
+import time
 import warnings
 
 import compat
+import daemon
 from common import disabled_file
 
 DAEMON_TIMEOUT = 5
 
 
-def check_profile(profile) -> bool:
+def check_profile(profile, settle: float = 0.0) -> bool:
+    """settle: seconds to wait for a daemon that is starting right now to answer (0: it must answer now)."""
     from aiida.engine.daemon.client import DaemonClient
 
     try:
@@ -32,19 +35,27 @@ def check_profile(profile) -> bool:
         print(f"✔ {profile.name}: storage ok; daemon stopped on purpose (./stack daemon.start --profile "
               f"{profile.name})")
         return True
-    try:
-        client = DaemonClient(profile)
-        workers = compat.daemon_workers(client, DAEMON_TIMEOUT)
-        if workers < 1:
-            raise RuntimeError("daemon is running without workers")
-    except Exception as exc:
-        print(f"✘ {profile.name}: daemon: {type(exc).__name__}: {exc}")
-        return False
+    deadline = time.monotonic() + settle
+    while daemon.circusd_pid(profile.name) is None and time.monotonic() < deadline:
+        time.sleep(0.1)  # a circus call to a daemon that is not up yet would only wait out its timeout
+    while True:
+        try:
+            client = DaemonClient(profile)
+            workers = compat.daemon_workers(client, DAEMON_TIMEOUT)
+            if workers < 1:
+                raise RuntimeError("daemon is running without workers")
+            break
+        except Exception as exc:
+            if time.monotonic() < deadline:
+                time.sleep(0.2)
+                continue
+            print(f"✘ {profile.name}: daemon: {type(exc).__name__}: {exc}")
+            return False
     print(f"✔ {profile.name}: storage ok; daemon running with {workers} worker(s), PID {client.get_daemon_pid()}")
     return True
 
 
-def main() -> int:
+def main(settle: float = 0.0, starting: tuple[str, ...] | list[str] = ()) -> int:
     warnings.filterwarnings("ignore")
     from aiida.manage import get_manager
     from aiida.manage.configuration import get_config, load_profile
@@ -65,16 +76,17 @@ def main() -> int:
         print(f"✘ broker: {type(exc).__name__}: {exc}")
         ok = False
     for profile in profiles:
-        ok = check_profile(profile) and ok
+        ok = check_profile(profile, settle if profile.name in starting else 0.0) and ok
     return 0 if ok else 1
 
 
-def record(path: str) -> int:
+def record(path: str, settle: float = 0.0, starting: tuple[str, ...] | list[str] = ()) -> int:
     """Run the full check and publish its verdict atomically: first line ok/fail, then the report
     (whose first line is `profiles: <names>`: the cheap check compares it with config.json).
 
-    The supervisor calls this every RECORD_INTERVAL s; the Docker healthcheck only reads it (cheap),
-    because a full check imports aiida and costs about two CPU-seconds.
+    The supervisor calls this every HEALTH_INTERVAL s, and while it starts daemons (settle: how long the
+    daemons of `starting` may take to answer; broker and storage are checked meanwhile); the Docker
+    healthcheck only reads the verdict (cheap), because a full check needs aiida imported.
     """
     import contextlib
     import io
@@ -82,7 +94,7 @@ def record(path: str) -> int:
 
     report = io.StringIO()
     with contextlib.redirect_stdout(report):
-        code = main()
+        code = main(settle, starting)
     tmp = f"{path}.tmp"
     with open(tmp, "w") as handle:
         handle.write(("ok" if code == 0 else "fail") + "\n" + report.getvalue())

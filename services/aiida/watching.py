@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import compat
 import daemon
 import profiles
+import warm
 from common import STACK_DIR, configured_workers, disabled_file, is_held, log, read_config, verdi
 
 # Seconds between two looks at a daemon (a marker change is acted on within a second).
@@ -86,7 +87,7 @@ def keep_workers(profile: str, short_since: float | None) -> float | None:
         return short_since
     log(f"the daemon of {profile!r} has run {running} of its {wanted} workers (daemon.default_workers) for "
         f"{now - short_since:.0f} s: adding {wanted - running}")
-    verdi("-p", profile, "daemon", "incr", str(wanted - running), check=False, timeout=90)
+    verdi("-p", profile, "daemon", "incr", str(wanted - running), check=False, timeout=90, runner=warm.run_verdi)
     return None
 
 
@@ -122,13 +123,14 @@ def check_daemon(profile: str, watch: Watch) -> bool:
 
 
 def start_daemons(names: list[str], watches: dict[str, Watch]) -> bool:
-    """Start these profiles' daemons at once: each has its own circusd, and a start is mostly a verdi
-    process importing aiida, so starting two takes about as long as one. True if any started."""
+    """Start these profiles' daemons at once: each has its own circusd, and a start is mostly a
+    `verdi start-circus` process importing aiida, so starting two takes about as long as one. True if
+    any started."""
     results: dict[str, bool] = {}
 
     def start(name: str) -> None:
         log(f"the daemon of {name!r} is not running: starting it")
-        results[name] = daemon.start(name)
+        results[name] = daemon.start(name, runner=warm.run_verdi)
 
     threads = [threading.Thread(target=start, args=(name,), name=f"start-{name}") for name in names]
     for thread in threads:

@@ -1,0 +1,86 @@
+"""aiida imported once: the supervisor's verdi commands and full health checks run in children of one
+warm process instead of each paying Python's import of aiida (over a CPU-second every time).
+
+multiprocessing's forkserver with aiida preloaded: start() launches the server, which imports PRELOAD
+while PostgreSQL and RabbitMQ still boot; each call forks a child from it. The child has the modules
+but nothing loaded by them (no config.json read, no profile, no connection): it runs one job and exits,
+like a fresh `verdi`. A full health check takes about 0.4 s this way instead of 1.6 s. If the server
+dies, multiprocessing starts a new one at the next call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import multiprocessing
+import os
+import subprocess
+import traceback
+from collections.abc import Callable
+from multiprocessing import forkserver
+
+# Missing modules are skipped by the server (aiida-core releases differ); they load in the child then.
+PRELOAD = [
+    "aiida.cmdline.commands.cmd_verdi",
+    "aiida.cmdline.commands.cmd_daemon",
+    "aiida.manage.manager",
+    "aiida.engine.daemon.client",
+    "aiida.storage.psql_dos.backend",
+    "aiida.brokers.rabbitmq.broker",
+    "health",
+]
+
+_context = multiprocessing.get_context("forkserver")
+_context.set_forkserver_preload(PRELOAD)
+
+
+def start() -> None:
+    """Launch the warm process now: its imports run in the background."""
+    forkserver.ensure_running()
+
+
+def _child(sender, job: Callable, args: tuple, env: dict | None) -> None:
+    os.environ.update(env or {})
+    output = io.StringIO()
+    with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
+        try:
+            code = job(*args) or 0
+        except SystemExit as exc:  # click commands end this way
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        except Exception:
+            traceback.print_exc()
+            code = 1
+    sender.send((code, output.getvalue()))
+
+
+def call(job: Callable, *args, timeout: float, env: dict | None = None) -> tuple[int, str]:
+    """job(*args) in a child of the warm process: (exit code, what it printed). job must be a
+    module-level function (the server imports it by name). Raises subprocess.TimeoutExpired."""
+    receiver, sender = _context.Pipe(duplex=False)
+    child = _context.Process(target=_child, args=(sender, job, args, env), daemon=True)
+    child.start()
+    sender.close()
+    try:
+        if not receiver.poll(timeout):
+            child.kill()
+            raise subprocess.TimeoutExpired(getattr(job, "__name__", "job"), timeout)
+        try:
+            return receiver.recv()
+        except EOFError:  # died without an answer (killed, out of memory)
+            child.join(5)
+            return (child.exitcode if child.exitcode is not None else 1), ""
+    finally:
+        receiver.close()
+        child.join(5)
+
+
+def _verdi_main(*args: str) -> None:
+    from aiida.cmdline.commands.cmd_verdi import verdi
+
+    verdi.main(args=list(args), prog_name="verdi")
+
+
+def run_verdi(args: tuple[str, ...], env: dict | None, timeout: float) -> subprocess.CompletedProcess:
+    """`verdi ARGS` in a warm child, as common.verdi's runner."""
+    code, output = call(_verdi_main, *args, timeout=timeout, env=env)
+    return subprocess.CompletedProcess(["verdi", *args], code, output)
