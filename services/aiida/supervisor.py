@@ -4,7 +4,8 @@ Started by entrypoint.sh after it has read the compose secrets as root; the pass
 AIIDA_STACK_DB_PASSWORD / AIIDA_STACK_BROKER_PASSWORD and are removed from the environment at
 once, so verdi sub-commands, circusd and the daemon workers never inherit them.
 
-1. wait for PostgreSQL (pg_isready) and RabbitMQ (TCP) until a deadline;
+1. wait for PostgreSQL (pg_isready) and RabbitMQ (TCP: the broker's user exists before its listener
+   opens) until a deadline; the container starts with theirs, not after their health;
 2. remove stale circus PID files and orphaned workers of every profile: nothing of a daemon can
    be alive in a fresh container;
 3. first start only (config.json has no profile and none was ever set up): `verdi profile setup
@@ -24,6 +25,7 @@ once, so verdi sub-commands, circusd and the daemon workers never inherit them.
    until `daemon decr` or a restart). Each daemon has its own circusd and works only its profile's
    queues (named by the profile's UUID);
 6. record the full health check (health.py) for the cheap Docker healthcheck;
+   daemon starts and health checks run in children of one process with aiida imported (warm.py);
 7. SIGTERM/SIGINT: stop every daemon at once (hard kill after a few seconds), exit 0.
 """
 
@@ -42,7 +44,9 @@ import time
 
 import compat
 import daemon
+import health
 import profiles
+import warm
 from common import (
     AIIDA_PATH,
     BOOTSTRAPPED_FILE,
@@ -70,7 +74,7 @@ WAIT_TIMEOUT = float(os.environ.get("AIIDA_WAIT_TIMEOUT", "120"))
 # Full health check (storage, broker, daemon) recorded for the cheap Docker healthcheck to read.
 HEALTH_FILE = pathlib.Path(os.environ.get("AIIDA_HEALTH_FILE", "/run/aiida-stack/health"))
 HEALTH_INTERVAL = float(os.environ.get("AIIDA_HEALTH_INTERVAL", "30"))
-HEALTH_SCRIPT = pathlib.Path(__file__).with_name("health.py")
+START_SETTLE = 15.0  # seconds the check run alongside daemon starts waits for them to answer
 
 DB_PASSWORD = os.environ.pop("AIIDA_STACK_DB_PASSWORD", "")
 BROKER_PASSWORD = os.environ.pop("AIIDA_STACK_BROKER_PASSWORD", "")
@@ -114,7 +118,7 @@ def wait_for_services() -> None:
         if now - last_report > 10:
             log(f"waiting for {' and '.join(missing)} ...")
             last_report = now
-        stopping.wait(1)
+        stopping.wait(0.2)  # they boot alongside this container: every tenth of a second counts
     log(f"PostgreSQL {DB_HOST}:{DB_PORT} and RabbitMQ {BROKER_HOST}:{BROKER_PORT} are reachable")
 
 
@@ -165,16 +169,18 @@ def write_broker_file() -> None:
 last_verdict: list[bool] = []  # the previous full check's result, to log changes only
 
 
-def record_health() -> bool:
+def record_health(starting: list[str] | None = None, result: list[bool] | None = None) -> bool:
+    """Record the full check; the daemons of `starting` (being started now) get START_SETTLE s to answer."""
+    settle = START_SETTLE if starting else 0.0
     try:
-        done = subprocess.run([sys.executable, str(HEALTH_SCRIPT), "--record", str(HEALTH_FILE)],
-                              capture_output=True, timeout=60, check=False)
-        ok = done.returncode == 0
+        ok = warm.call(health.record, str(HEALTH_FILE), settle, starting or [], timeout=60 + settle)[0] == 0
     except subprocess.TimeoutExpired:
         ok = False
     if last_verdict[-1:] != [ok]:
         log("full health check passes" if ok else "full health check fails (aiida-healthcheck shows why)")
         last_verdict[:] = [ok]
+    if result is not None:
+        result.append(ok)
     return ok
 
 
@@ -204,8 +210,15 @@ def supervise() -> None:
                 watch.next_check = 0.0  # stopped or started on purpose: act within a second
             if time.monotonic() >= watch.next_check and check_daemon(name, watch):
                 due.append(name)
-        if due and not stopping.is_set() and start_daemons(due, watches):
-            next_health = 0.0  # record the recovery at once
+        if due and not stopping.is_set():
+            # The check runs alongside the starts (broker and storage meanwhile, then each daemon as soon
+            # as it answers): the recovery is recorded the moment it happens.
+            checked: list[bool] = []
+            checker = threading.Thread(target=record_health, args=(due, checked), name="health")
+            checker.start()
+            start_daemons(due, watches)
+            checker.join()
+            next_health = time.monotonic() + (HEALTH_INTERVAL if checked == [True] else INTERVAL / 2)
         if time.monotonic() >= next_health:
             # A failing verdict is re-checked soon: right after a start the workers may still be coming up.
             next_health = time.monotonic() + (HEALTH_INTERVAL if record_health() else INTERVAL / 2)
@@ -252,6 +265,7 @@ def main() -> int:
     log(f"aiida-core {importlib.metadata.version('aiida-core')}, bootstrap profile {BOOTSTRAP_PROFILE!r}, "
         f"AIIDA_PATH={AIIDA_PATH}")
 
+    warm.start()  # imports aiida in the background while PostgreSQL and RabbitMQ boot
     HEALTH_FILE.unlink(missing_ok=True)  # a restarted container must not inherit the last verdict
     DAEMON_DIR.mkdir(parents=True, exist_ok=True)
     STACK_DIR.mkdir(parents=True, exist_ok=True)
