@@ -26,7 +26,7 @@ TARGET = 10.0  # seconds, with two profiles' daemons (issue: a fast warm start)
 SUPERVISOR_LINE = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{3})?)Z aiida-supervisor: (.*)$")
 # supervisor log lines worth a row: (pattern, how the row reads)
 SUPERVISOR_MILESTONES = (
-    (re.compile(r"^aiida-core "), "aiida: supervisor running (Python + aiida imported)"),
+    (re.compile(r"^aiida-core "), "aiida: supervisor running (aiida imported in the background)"),
     (re.compile(r"are reachable$"), "aiida: PostgreSQL and RabbitMQ reachable"),
     (re.compile(r"^daemon of '(.+)' running"), "aiida: daemon of {0} running"),
     (re.compile(r"^full health check passes"), "aiida: first full health check passes"),

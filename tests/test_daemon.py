@@ -112,7 +112,11 @@ def test_supervisor_jobs_run_in_children_of_one_warm_process(stack):
     """Daemon starts and health checks fork from a process with aiida imported: each child gives its exit
     code and output back, a hung one is killed at its timeout, a crashed one is reported."""
     processes = stack.compose.exec_aiida(["ps", "-eo", "args"], capture=True).stdout
-    assert sum("multiprocessing.forkserver" in line for line in processes.splitlines()) == 1, processes
+    servers = [line for line in processes.splitlines() if "multiprocessing.forkserver" in line]
+    assert len(servers) == 1, processes
+    # verdi's own interpreter: aiida warns when a daemon was started by another (`verdi status` not ✔)
+    shebang = stack.compose.exec_aiida(["sh", "-c", "head -n 1 \"$(command -v verdi)\""], capture=True).stdout
+    assert servers[0].split()[0] == shebang.removeprefix("#!").split()[0], (servers, shebang)
     done = stack.compose.exec_aiida(["/opt/aiida/bin/python", "-"], input=WARM_JOBS, capture=True)
     assert done.returncode == 0, done.stdout + done.stderr
     lines = dict(line.split(" ", 1) for line in done.stdout.splitlines())

@@ -14,7 +14,9 @@ import contextlib
 import io
 import multiprocessing
 import os
+import shutil
 import subprocess
+import sys
 import traceback
 from collections.abc import Callable
 from multiprocessing import forkserver
@@ -30,7 +32,21 @@ PRELOAD = [
     "health",
 ]
 
+
+
+def _verdi_python() -> str:
+    """The interpreter of the `verdi` script. aiida records the one that started a daemon and warns
+    (`verdi status`: not ✔) when verdi runs with another: `python` and `python3` of one venv differ."""
+    try:
+        with open(shutil.which("verdi") or "", encoding="utf-8") as script:
+            first = script.readline()
+    except OSError:
+        return sys.executable
+    return first[2:].split()[0] if first.startswith("#!") and first[2:].split() else sys.executable
+
+
 _context = multiprocessing.get_context("forkserver")
+_context.set_executable(_verdi_python())
 _context.set_forkserver_preload(PRELOAD)
 
 
