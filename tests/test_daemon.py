@@ -96,15 +96,21 @@ import os, subprocess, sys, time
 sys.path.insert(0, "/usr/local/lib/aiida-stack")
 import warm
 
-r = warm.run_verdi(("--version",), None, 60)
-print("version", r.returncode, r.stdout.split()[-1])
-print("refused", warm.run_verdi(("-p", "no-such-profile", "daemon", "status"), None, 60).returncode)
-began = time.monotonic()
-try:
-    warm.call(time.sleep, 60, timeout=2)
-except subprocess.TimeoutExpired:
-    print("timed-out", round(time.monotonic() - began))
-print("crashed", warm.call(os._exit, 7, timeout=30)[0])
+
+def main():
+    r = warm.run_verdi(("--version",), None, 60)
+    print("version", r.returncode, r.stdout.split()[-1])
+    print("refused", warm.run_verdi(("-p", "no-such-profile", "daemon", "status"), None, 60).returncode)
+    began = time.monotonic()
+    try:
+        warm.call(time.sleep, 60, timeout=2)
+    except subprocess.TimeoutExpired:
+        print("timed-out", round(time.monotonic() - began))
+    print("crashed", warm.call(os._exit, 7, timeout=30)[0])
+
+
+if __name__ == "__main__":  # children of the forkserver import this file again
+    main()
 """
 
 
@@ -117,7 +123,9 @@ def test_supervisor_jobs_run_in_children_of_one_warm_process(stack):
     # verdi's own interpreter: aiida warns when a daemon was started by another (`verdi status` not ✔)
     shebang = stack.compose.exec_aiida(["sh", "-c", "head -n 1 \"$(command -v verdi)\""], capture=True).stdout
     assert servers[0].split()[0] == shebang.removeprefix("#!").split()[0], (servers, shebang)
-    done = stack.compose.exec_aiida(["/opt/aiida/bin/python", "-"], input=WARM_JOBS, capture=True)
+    script = ("cat > /tmp/warm_jobs.py && /opt/aiida/bin/python /tmp/warm_jobs.py; status=$?; "
+              "rm /tmp/warm_jobs.py; exit $status")
+    done = stack.compose.exec_aiida(["sh", "-c", script], input=WARM_JOBS, capture=True)
     assert done.returncode == 0, done.stdout + done.stderr
     lines = dict(line.split(" ", 1) for line in done.stdout.splitlines())
     version = stack.compose.exec_aiida(["verdi", "--version"], capture=True).stdout.split()[-1]
