@@ -37,10 +37,10 @@ from ops.services import SERVICES  # noqa: E402
 
 # loaded when a task body first uses them (a refused or --help command stays fast)
 (backups, bench_ops, compose, console, daemon, environment, lifecycle, migrate_ops, options, profiles, runner,
- settings, ssh, upgrade, warmstart) = lazy("ops.backups", "ops.bench", "ops.compose", "ops.console", "ops.daemon",
-                                           "ops.environment", "ops.lifecycle", "ops.migrate", "ops.options",
-                                           "ops.profiles", "ops.runner", "ops.settings", "ops.ssh", "ops.upgrade",
-                                           "ops.warmstart")
+ settings, ssh, stack_status, upgrade, warmstart) = lazy(
+    "ops.backups", "ops.bench", "ops.compose", "ops.console", "ops.daemon", "ops.environment", "ops.lifecycle",
+    "ops.migrate", "ops.options", "ops.profiles", "ops.runner", "ops.settings", "ops.ssh", "ops.status", "ops.upgrade",
+    "ops.warmstart")
 
 PROFILE = Profile("AiiDA profile (default: the default profile)")
 
@@ -63,7 +63,7 @@ def up(c, verbose=False):
     dockerd), Compose v2, base image (pull, or debootstrap without a registry), images, secrets."""
     s = settings.load()
     lifecycle.up(s, verbose=verbose)
-    console.out.print(lifecycle.status(s))
+    console.out.print(stack_status.view(stack_status.report(s)))
 
 
 @stack_task(options={
@@ -74,10 +74,17 @@ def down(c, volumes=False, yes=False):
     lifecycle.down(settings.load(), volumes=volumes, yes=yes)
 
 
-@stack_task()
-def status(c):
+_json = Flag("print JSON (for scripts and CI) instead of tables")
+
+
+@stack_task(options={"json": _json})
+def status(c, json=False):
     """Show each service's state/health, aiida-core version, profiles, daemon workers, active processes."""
-    console.out.print(lifecycle.status(settings.load()))
+    found = stack_status.report(settings.load())
+    if json:
+        console.json(found)
+    else:
+        console.out.print(stack_status.view(found))
 
 
 @stack_task(options={"service": Choice(f"one of {', '.join(SERVICES)} (default: all)", choices=SERVICES),
@@ -214,10 +221,14 @@ def _stack() -> compose.Stack:
 # ---------------------------------------------------------------------------------------- profile.*
 
 
-@stack_task(name="list")
-def profile_list(c):
+@stack_task(name="list", options={"json": _json})
+def profile_list(c, json=False):
     """List the profiles: default marked, node count, database, repository."""
-    console.out.print(lifecycle.profiles_table(profiles.info(_stack())))
+    listing = profiles.info(_stack())["profiles"]
+    if json:
+        console.json({"profiles": listing})
+    else:
+        console.out.print(stack_status.profiles_table(listing))
 
 
 @stack_task(name="show", options={"name": Profile("the profile")})

@@ -284,14 +284,24 @@ def _check(chosen: dict, nodes: int, objects: int, target: str) -> None:
     console.step(f"check: {nodes} nodes and {objects} repository objects, as in the manifest")
 
 
-def schedule_summary(stack: Stack) -> str:
-    """The scheduler's state for a status table: where backups go, the schedule, the last run's result."""
+def schedule_state(stack: Stack) -> dict:
+    """The scheduler's state (schedule, last run, next due, healthy) and where backups go ("where");
+    {"where", "error"} when the sidecar does not answer."""
     folder = stack.settings.backups_path
-    where = f"backups in {folder}" if folder else f"backups in volume {stack.settings.name}_backups"
+    where = str(folder) if folder else f"volume {stack.settings.name}_backups"
     try:
-        state = engine_call(stack, "schedule-status")
+        return {**engine_call(stack, "schedule-status"), "where": where}
     except StackError as exc:
-        return f"{where}; [red]scheduler state unreadable: {exc}[/]"
+        return {"where": where, "error": str(exc)}
+
+
+def schedule_summary(state: dict | None) -> str:
+    """One line of a status table from schedule_state: where backups go, the schedule, the last run."""
+    if not state:
+        return ""
+    where = f"backups in {state['where']}"
+    if "error" in state:
+        return f"{where}; [red]scheduler state unreadable: {state['error']}[/]"
     if state.get("schedule_kind") in (None, "off"):
         return f"{where}; schedule off (./stack backup runs them)"
     parts = [where, f"schedule {state['schedule']}"]

@@ -1,11 +1,17 @@
 """The one rich console every task prints through (stderr for progress, stdout for results)."""
 
+import json as _json
 import sys
 
 from rich.console import Console
 
 out = Console()
 err = Console(stderr=True)
+
+
+def json(data: object) -> None:
+    """A result for scripts: JSON on stdout, no markup, no wrapping."""
+    sys.stdout.write(_json.dumps(data, indent=1, default=str) + "\n")
 
 
 def step(message: str) -> None:

@@ -1,4 +1,4 @@
-"""Bring the stack up, down, built; report its status."""
+"""Bring the stack up, down, built (its status: ops/status.py)."""
 
 from __future__ import annotations
 
@@ -10,14 +10,12 @@ import time
 from dataclasses import dataclass
 
 from docker.errors import ImageNotFound, NotFound
-from rich.console import Group
 from rich.table import Table
 
-from ops import backups, building, console, daemon, engine, environment, mounts, profiles, runbook, secrets, ssh, wait
+from ops import building, compose, console, engine, environment, mounts, secrets, ssh, wait
 from ops.compose import Stack
 from ops.errors import StackError
-from ops.runner import aiida_info
-from ops.services import AIIDA, AIIDA_HOME_VOLUME, BACKUP, BACKUP_VOLUMES, DATA_VOLUMES, SERVICES
+from ops.services import AIIDA, AIIDA_HOME_VOLUME, BACKUP_VOLUMES, DATA_VOLUMES, SERVICES
 from ops.settings import Settings
 
 
@@ -127,6 +125,7 @@ def up(settings: Settings, verbose: bool = False) -> Stack:
     absent = mounts.missing(settings.host_mounts)
     if absent:
         raise StackError(f"mounts: no such host path: {', '.join(absent)}; nothing started", code=2)
+    compose.refuse_foreign_backups_dir(settings.backups_path)
     ssh_changed = ssh.stage_config(settings)  # an unreadable ssh_config stops here, before anything starts
     stack = prepare(settings)
     refuse_silent_upgrade(stack)
@@ -178,71 +177,6 @@ def remove_volumes(settings: Settings, names: tuple[str, ...]) -> list[str]:
         except NotFound:
             pass
     return removed
-
-
-def status(settings: Settings) -> Group:
-    """Services (state, health), the aiida service's view (version, daemon, processes), the profiles."""
-    stack = Stack(settings)
-    engine.client()
-    states = wait.service_states(stack)
-    table = Table("service", "state", "health", "detail", title=f"stack {settings.name}", title_justify="left")
-    detail, listing, schemas, daemons = {}, None, {}, {}
-    if states.get(AIIDA, {}).get("state") == "running":
-        try:
-            info = aiida_info(stack)
-            listing = profiles.info(stack)
-            schemas = runbook.activity(stack)
-            daemons = daemon.every_state(stack)
-            plugins = f" with {', '.join(info['plugins'])}" if info.get("plugins") else ""
-            active = sum(p["active"] for p in schemas.values())
-            detail[AIIDA] = (f"aiida-core {info['aiida_core']}{plugins}; default profile: {info['default_profile']}; "
-                             f"active processes: {active}; last upgrade: {runbook.last_change(stack)}")
-        except StackError as exc:
-            detail[AIIDA] = f"[red]{exc}[/]"
-    if states.get(BACKUP, {}).get("state") == "running":
-        detail[BACKUP] = backups.schedule_summary(stack)
-    for service in SERVICES:
-        st = states.get(service)
-        if st is None:
-            table.add_row(service, "[dim]absent[/]", "", "")
-            continue
-        colour = {"healthy": "green", "unhealthy": "red", "starting": "yellow"}.get(st["health"], "white")
-        table.add_row(service, st["state"], f"[{colour}]{st['health']}[/]", detail.get(service, ""))
-    if not listing:
-        return Group(table)
-    latest = {}
-    if states.get(BACKUP, {}).get("state") == "running":
-        with contextlib.suppress(StackError):
-            for b in backups.published(stack):
-                latest.setdefault(b["profile"], b)
-    return Group(table, profiles_table(listing, latest, schemas, daemons))
-
-
-def profiles_table(listing: dict, latest: dict | None = None, schemas: dict | None = None,
-                   daemons: dict | None = None) -> Table:
-    columns = ["profile", "default", "nodes", *(["schema"] if schemas else []), *(["daemon"] if daemons else []),
-               "database", "repository"]
-    table = Table(*columns, *(["last backup"] if latest is not None else []), title="profiles", title_justify="left")
-    for p in listing["profiles"]:
-        nodes = str(p["nodes"]) if p.get("nodes") is not None else f"[red]{p.get('error', '?')}[/]"
-        row = [p["name"], "✔" if p["is_default"] else "", nodes]
-        if schemas:
-            row.append(schema_state(schemas.get(p["name"])))
-        if daemons:
-            row.append(daemon.describe(daemons.get(p["name"])))
-        row += [f"{p['database_name']}@{p['database_hostname']}", p["repository_path"]]
-        if latest is not None:
-            row.append(backups.describe(latest.get(p["name"])))
-        table.add_row(*row)
-    return table
-
-
-def schema_state(state: dict | None) -> str:
-    if not state:
-        return "?"
-    if state["schema"] == state["head"]:
-        return f"{state['schema']} (current)"
-    return f"[yellow]{state['schema']}: needs ./stack migrate (to {state['head']})[/]"
 
 
 def profile_details(profile: dict) -> Table:

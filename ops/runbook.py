@@ -304,16 +304,22 @@ def write_history(stack: Stack, record: dict) -> None:
     secrets.write_private(_history_file(stack), json.dumps([*past, record], indent=1) + "\n")
 
 
-def last_change(stack: Stack) -> str:
-    """One line for ./stack status."""
+def last_change(stack: Stack) -> dict | None:
+    """The newest upgrade or migration recorded (None: none yet; {"error"}: the record is unreadable)."""
     try:
         past = history(stack)
     except StackError as exc:
-        return f"[red]{exc}[/]"
-    if not past:
+        return {"error": str(exc)}
+    return past[-1] if past else None
+
+
+def describe(entry: dict | None) -> str:
+    """One line for ./stack status."""
+    if not entry:
         return "none"
-    last = past[-1]
-    return f"{_what(last)}: {last['result']} at {last.get('finished', '?')[:16]} UTC"
+    if "error" in entry:
+        return f"[red]{entry['error']}[/]"
+    return f"{_what(entry)}: {entry['result']} at {entry.get('finished', '?')[:16]} UTC"
 
 
 def _what(entry: dict) -> str:

@@ -86,6 +86,16 @@ class TestStack:
     def run_script(self, script: str, *args: str) -> subprocess.CompletedProcess[str]:
         return self.cli("run", str(SCRIPTS / script), "--", *args)
 
+    def status(self, **kwargs) -> dict:
+        """`./stack status --json`, parsed (scripts read this, not the tables)."""
+        done = self.cli("status", "--json", **kwargs)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return json.loads(done.stdout)
+
+    def health(self, **kwargs) -> dict[str, str]:
+        """service → its health as ./stack status reports it."""
+        return {service: st["health"] for service, st in self.status(**kwargs)["services"].items()}
+
 
 @pytest.fixture(scope="session")
 def stack(images: dict[str, str]) -> Iterator[TestStack]:

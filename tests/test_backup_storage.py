@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from ops.compose import last_json
-from ops.services import BACKUP
+from ops.services import BACKUP, SERVICES
 from ops.settings import ROOT
 
 from .conftest import table_locked, wait_for_backup_in_progress
@@ -95,7 +95,7 @@ def test_backup_on_a_full_disk_fails_clearly_publishes_nothing_and_leaves_data_a
     assert _published(profile_dir) == []
     assert not [name for name in os.listdir(profile_dir) if name.startswith(".live-") or name == "latest"]
     assert _digest(stack) == before
-    assert stack.cli("status", env=env).stdout.count("healthy") == 4
+    assert stack.health(env=env) == dict.fromkeys(SERVICES, "healthy")
 
 
 def test_backups_dir_keeps_backups_in_a_private_host_folder(stack, tmpfs_backups):

@@ -9,7 +9,7 @@ import pytest
 
 from ops import engine, secrets, settings
 from ops.compose import last_json
-from ops.services import BACKUP
+from ops.services import BACKUP, SERVICES
 
 from .conftest import stack_cli, unique_name
 
@@ -71,7 +71,7 @@ def test_restore_refuses_a_corrupted_backup_and_touches_nothing(stack):
     assert refused.returncode != 0
     assert "failed verification" in refused.stderr and "toc.dat" in refused.stderr
     assert _json(stack.run_script("digest.py")) == before
-    assert stack.cli("status").stdout.count("healthy") == 4
+    assert stack.health() == dict.fromkeys(SERVICES, "healthy")
     verify = stack.cli("backup.verify", "--id", backup_id)
     assert verify.returncode != 0 and "FAILED" in verify.stdout
 
@@ -87,7 +87,7 @@ def test_restore_over_data_needs_yes_and_takes_a_safety_backup(stack):
     assert len(_ids(stack)) == count + 1  # the safety backup
     safety = re.search(r"safety backup of the replaced data\s+│?\s*(backup_\S+)", restored.stdout)
     assert safety, restored.stdout
-    assert stack.cli("status").stdout.count("healthy") == 4
+    assert stack.health() == dict.fromkeys(SERVICES, "healthy")
 
 
 def test_backup_taken_while_the_daemon_runs_restores_consistently(stack):

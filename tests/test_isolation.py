@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
 
 from ops import engine, secrets, settings
-from ops.services import DATA_VOLUMES
+from ops.services import DATA_VOLUMES, SERVICES
 
 from .conftest import stack_cli, unique_name
 
@@ -22,7 +23,11 @@ def test_two_stacks_side_by_side_and_one_destroyed(stack):
     try:
         up = stack_cli(other, "up")
         assert up.returncode == 0, up.stdout + up.stderr
-        assert "healthy" in up.stdout and stack.name not in up.stdout
+        assert stack.name not in up.stdout
+        shown = stack_cli(other, "status", "--json")
+        assert json.loads(shown.stdout)["stack"] == other
+        assert {s: st["health"] for s, st in json.loads(shown.stdout)["services"].items()} == \
+            dict.fromkeys(SERVICES, "healthy")
         other_secrets = secrets.secrets_dir(settings.load(name=other))
         assert other_secrets != secrets.secrets_dir(stack.settings)
         assert (other_secrets / "postgres_password").read_text() != \
@@ -40,4 +45,4 @@ def test_two_stacks_side_by_side_and_one_destroyed(stack):
         assert docker.volumes.list(filters={"name": f"{stack.name}_{volume}"})
     loaded = stack.run_script("load_node.py", node_uuid)
     assert loaded.stdout.split()[-1] == "777", loaded.stdout + loaded.stderr
-    assert stack.cli("status").stdout.count("healthy") == 4
+    assert stack.health() == dict.fromkeys(SERVICES, "healthy")

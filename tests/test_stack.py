@@ -61,7 +61,23 @@ def test_status_shows_version_profile_and_daemon_workers(stack):
     assert f"aiida-core {stack.settings.aiida_core_version}" in done.stdout
     assert "default profile: default" in done.stdout
     assert f"{stack.settings.daemon_workers} worker(s)" in done.stdout  # the default profile's daemon
-    assert done.stdout.count("healthy") == len(SERVICES)
+    assert stack.health() == dict.fromkeys(SERVICES, "healthy")
+
+
+def test_status_reports_an_unhealthy_service_as_unhealthy(stack):
+    sidecar = stack.compose.container(BACKUP)
+    # what the sidecar leaves when a scheduled backup failed: its healthcheck fails from then on
+    assert sidecar.exec_run(["sh", "-c", "echo 'disk full' > /tmp/schedule-failed"]).exit_code == 0
+    try:
+        deadline = time.monotonic() + 60
+        while stack.health()[BACKUP] != "unhealthy" and time.monotonic() < deadline:
+            time.sleep(2)
+        health = stack.health()
+        # (a table's "unhealthy" contains "healthy": the JSON tells them apart)
+        assert health == {**dict.fromkeys(SERVICES, "healthy"), BACKUP: "unhealthy"}, health
+    finally:
+        sidecar.exec_run(["rm", "-f", "/tmp/schedule-failed"])
+    wait.until_healthy(stack.compose, SERVICES, timeout=60)
 
 
 def test_secrets_are_private_files_and_not_in_container_config(stack):

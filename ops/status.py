@@ -1,0 +1,97 @@
+"""./stack status: one structured report (services, the aiida service's view, profiles, backups), shown as
+tables or printed as JSON (`--json`, for scripts and CI: parse it, not the tables)."""
+
+from __future__ import annotations
+
+import contextlib
+
+from rich.console import Group
+from rich.table import Table
+
+from ops import backups, daemon, engine, profiles, runbook, wait
+from ops.compose import Stack
+from ops.errors import StackError
+from ops.runner import aiida_info
+from ops.services import AIIDA, BACKUP, SERVICES
+from ops.settings import Settings
+
+HEALTH_COLOURS = {"healthy": "green", "unhealthy": "red", "starting": "yellow"}
+
+
+def report(settings: Settings) -> dict:
+    """{"stack", "services": {service: {state, health, restarts}}, "aiida", "backup", "profiles"}; a part
+    that cannot be read holds {"error": why}; a part of a service that is not running is absent."""
+    stack = Stack(settings)
+    engine.client()
+    states = wait.service_states(stack)
+    found: dict = {"stack": settings.name, "services": {
+        service: ({key: states[service][key] for key in ("state", "health", "restarts")} if service in states
+                  else {"state": "absent", "health": None, "restarts": 0}) for service in SERVICES}}
+    if states.get(AIIDA, {}).get("state") == "running":
+        try:
+            listing = profiles.info(stack)
+            schemas = runbook.activity(stack)
+            daemons = daemon.every_state(stack)
+            found["aiida"] = {**aiida_info(stack), "active_processes": sum(p["active"] for p in schemas.values()),
+                              "last_change": runbook.last_change(stack)}
+            found["profiles"] = [{**p, "schema": schemas.get(p["name"]), "daemon": daemons.get(p["name"])}
+                                 for p in listing["profiles"]]
+        except StackError as exc:
+            found["aiida"] = {"error": str(exc)}
+    if states.get(BACKUP, {}).get("state") == "running":
+        found["backup"] = backups.schedule_state(stack)
+        latest: dict = {}
+        with contextlib.suppress(StackError):
+            for b in backups.published(stack):
+                latest.setdefault(b["profile"], b)
+        for p in found.get("profiles", []):
+            p["last_backup"] = latest.get(p["name"])
+    return found
+
+
+def view(found: dict) -> Group:
+    table = Table("service", "state", "health", "detail", title=f"stack {found['stack']}", title_justify="left")
+    detail = {AIIDA: _aiida_detail(found.get("aiida")), BACKUP: backups.schedule_summary(found.get("backup"))}
+    for service, st in found["services"].items():
+        if st["state"] == "absent":
+            table.add_row(service, "[dim]absent[/]", "", "")
+            continue
+        colour = HEALTH_COLOURS.get(st["health"], "white")
+        table.add_row(service, st["state"], f"[{colour}]{st['health']}[/]", detail.get(service) or "")
+    if not found.get("profiles"):
+        return Group(table)
+    return Group(table, profiles_table(found["profiles"], with_backups="backup" in found, with_state=True))
+
+
+def _aiida_detail(aiida: dict | None) -> str:
+    if not aiida:
+        return ""
+    if "error" in aiida:
+        return f"[red]{aiida['error']}[/]"
+    plugins = f" with {', '.join(aiida['plugins'])}" if aiida.get("plugins") else ""
+    return (f"aiida-core {aiida['aiida_core']}{plugins}; default profile: {aiida['default_profile']}; "
+            f"active processes: {aiida['active_processes']}; last upgrade: {runbook.describe(aiida['last_change'])}")
+
+
+def profiles_table(listing: list[dict], with_backups: bool = False, with_state: bool = False) -> Table:
+    columns = ["profile", "default", "nodes", *(["schema", "daemon"] if with_state else []), "database", "repository",
+               *(["last backup"] if with_backups else [])]
+    table = Table(*columns, title="profiles", title_justify="left")
+    for p in listing:
+        nodes = str(p["nodes"]) if p.get("nodes") is not None else f"[red]{p.get('error', '?')}[/]"
+        row = [p["name"], "✔" if p["is_default"] else "", nodes]
+        if with_state:
+            row += [schema_state(p.get("schema")), daemon.describe(p.get("daemon"))]
+        row += [f"{p['database_name']}@{p['database_hostname']}", p["repository_path"]]
+        if with_backups:
+            row.append(backups.describe(p.get("last_backup")))
+        table.add_row(*row)
+    return table
+
+
+def schema_state(state: dict | None) -> str:
+    if not state:
+        return "?"
+    if state["schema"] == state["head"]:
+        return f"{state['schema']} (current)"
+    return f"[yellow]{state['schema']}: needs ./stack migrate (to {state['head']})[/]"
