@@ -36,6 +36,18 @@ def test_up_refuses_invalid_settings_and_starts_nothing(variable, value, named):
     assert _containers(name) == []
 
 
+def test_a_backups_dir_holding_other_files_is_refused_and_left_alone(tmp_path):
+    folder = tmp_path / "srv"
+    folder.mkdir(mode=0o755)
+    (folder / "website").mkdir()
+    name = unique_name("bak")
+    done = stack_cli(name, "up", env={"AIIDA_STACK_BACKUPS_DIR": str(folder)})
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert str(folder) in done.stderr and "nothing changed" in done.stderr
+    assert oct(folder.stat().st_mode & 0o777) == "0o755" and sorted(p.name for p in folder.iterdir()) == ["website"]
+    assert _containers(name) == [] and not (ROOT / ".stack" / name / "secrets").exists()
+
+
 def test_up_refuses_a_malformed_settings_file(tmp_path):
     bad = tmp_path / "stack.toml"
     bad.write_text("daemon_workers = [\n")
