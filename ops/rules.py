@@ -1,4 +1,4 @@
-"""The rules shared with the services (profile names, backup ids), from their one definition.
+"""The rules shared with the services (profile names, backup ids, the schedule), from their one definition.
 
 services/common/stack_rules.py is copied into the images; the host loads the same file here.
 """
@@ -30,3 +30,5 @@ database_name = _rules.database_name
 daemon_stop_marker = _rules.daemon_stop_marker
 profile_problem = _rules.profile_problem
 backup_id_problem = _rules.backup_id_problem
+parse_schedule = _rules.parse_schedule
+SCHEDULE_HELP: str = _rules.SCHEDULE_HELP

@@ -22,6 +22,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from ops import rules
 from ops.errors import StackError
 from ops.mounts import Mount, parse_all
 from ops.rules import PROFILE_PATTERN
@@ -30,8 +31,6 @@ ROOT = Path(__file__).resolve().parent.parent
 ENV_PREFIX = "AIIDA_STACK_"
 SETTINGS_FILE_ENV = "AIIDA_STACK_SETTINGS"
 NAME_RE = r"^[a-z0-9][a-z0-9_-]{0,62}$"
-# "off", an interval ("30m", "6h", "1d") or a five-field cron expression (UTC)
-SCHEDULE_RE = r"^(off|\d+[smhd]|\S+ \S+ \S+ \S+ \S+)$"
 
 Port = Annotated[int, Field(ge=0, le=65535)]
 
@@ -63,7 +62,7 @@ class Settings(BaseSettings):
     base_image: str = "debian:bookworm-slim"
     image_prefix: str = Field(default="aiida-stack", pattern=r"^[a-z0-9][a-z0-9._/-]*$")
     up_timeout: int = Field(default=600, ge=10)
-    backup_schedule: str = Field(default="24h", pattern=SCHEDULE_RE)
+    backup_schedule: str = "24h"  # the grammar the sidecar reads it with: rules.parse_schedule
     backup_keep_last: int = Field(default=7, ge=1)
     backup_keep_daily: int = Field(default=7, ge=0)
     backup_keep_weekly: int = Field(default=4, ge=0)
@@ -71,6 +70,12 @@ class Settings(BaseSettings):
     backups_dir: str = ""
     mounts: list[str] = Field(default_factory=list, max_length=50)
     ssh_config: str = ""
+
+    @field_validator("backup_schedule")
+    @classmethod
+    def _schedule(cls, value: str) -> str:
+        rules.parse_schedule(value)  # its ValueError names what is wrong
+        return value
 
     @field_validator("backups_dir", "ssh_config")
     @classmethod

@@ -26,6 +26,10 @@ def _containers(name: str) -> list:
     ("AIIDA_STACK_AIIDA_CORE_VERSION", "1.0.0", "aiida_core_version"),
     ("AIIDA_STACK_BACKUPS_DIR", "/srv/a:b", "backups_dir"),
     ("AIIDA_STACK_BACKUPS_DIR", "/", "backups_dir"),
+    # the sidecar's grammar (stack_rules.parse_schedule): refused here, not in a restart loop there
+    ("AIIDA_STACK_BACKUP_SCHEDULE", "5s", "backup_schedule"),
+    ("AIIDA_STACK_BACKUP_SCHEDULE", "99 99 * * *", "backup_schedule"),
+    ("AIIDA_STACK_BACKUP_SCHEDULE", "daily", "backup_schedule"),
 ])
 def test_up_refuses_invalid_settings_and_starts_nothing(variable, value, named):
     name = unique_name("bad")

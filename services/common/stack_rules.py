@@ -1,7 +1,9 @@
 """Rules the host side (ops/) and the services share: defined once, here.
 
-Standard library only. The aiida and backup images copy this file next to their code (importable
-as `stack_rules`); the host imports it through ops/rules.py. A change here changes those images.
+Standard library only, except croniter for cron schedules (imported when one is checked; the backup
+image and the host both install it). The aiida and backup images copy this file next to their code
+(importable as `stack_rules`); the host imports it through ops/rules.py. A change here changes those
+images.
 """
 
 from __future__ import annotations
@@ -45,3 +47,33 @@ def backup_id_problem(ident: str) -> str | None:
     if ident == LATEST or BACKUP_ID_RE.fullmatch(ident or ""):
         return None
     return f"invalid backup id {ident!r}: expected {BACKUP_ID_HELP}"
+
+
+# The backup schedule (setting backup_schedule, the sidecar's BACKUP_SCHEDULE): "off", an interval of
+# whole units ("30m", "6h", "1d", "1h30m"; at least MIN_INTERVAL s), or a cron expression in UTC (five
+# fields, "0 3 * * *", or an alias such as @daily).
+SCHEDULE_OFF = ("off", "none", "disabled", "false", "0")
+SCHEDULE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+SCHEDULE_INTERVAL_RE = re.compile(r"^(?:\d+[smhdw])+$")
+SCHEDULE_MIN_INTERVAL = 10
+CRON_ALIASES = ("@hourly", "@daily", "@midnight", "@weekly", "@monthly", "@yearly", "@annually")
+SCHEDULE_HELP = "'off', an interval like '30m', '6h', '1d' or '1h30m', or a cron expression in UTC like '0 3 * * *'"
+
+
+def parse_schedule(text: str) -> tuple[str, str, int]:
+    """(normalised text, kind "off" | "interval" | "cron", interval seconds); ValueError says what is wrong."""
+    value = " ".join(text.split())
+    if value.lower() in SCHEDULE_OFF:
+        return value, "off", 0
+    if SCHEDULE_INTERVAL_RE.fullmatch(value.lower()):
+        seconds = sum(int(n) * SCHEDULE_UNITS[u] for n, u in re.findall(r"(\d+)([smhdw])", value.lower()))
+        if seconds < SCHEDULE_MIN_INTERVAL:
+            raise ValueError(f"an interval must be at least {SCHEDULE_MIN_INTERVAL}s")
+        return value, "interval", seconds
+    if value.lower() in CRON_ALIASES or len(value.split(" ")) == 5:
+        from croniter import croniter
+
+        if not croniter.is_valid(value):
+            raise ValueError("not a valid cron expression (minute hour day-of-month month day-of-week, UTC)")
+        return value, "cron", 0
+    raise ValueError(f"expected {SCHEDULE_HELP}")

@@ -144,6 +144,25 @@ def test_intervals(text, seconds):
     assert schedule.parse_schedule(text) == schedule.Schedule(text, "interval", seconds=seconds)
 
 
+@pytest.mark.parametrize("text", ["1h30m", "30s", "0 3 * * *", "@daily", "off", "5s", "99 99 * * *", "daily", "1x"])
+def test_host_and_sidecar_read_the_schedule_alike(text):
+    """The host's setting check and the sidecar's parser agree on every schedule, the README's own
+    `1h30m` included (they once disagreed: the host refused it and accepted `5s`)."""
+    from ops.settings import Settings
+
+    try:
+        schedule.parse_schedule(text)
+        sidecar_accepts = True
+    except schedule.ConfigError:
+        sidecar_accepts = False
+    try:
+        Settings(name="x", backup_schedule=text)
+        host_accepts = True
+    except ValueError:
+        host_accepts = False
+    assert host_accepts == sidecar_accepts == (text in ("1h30m", "30s", "0 3 * * *", "@daily", "off"))
+
+
 @pytest.mark.parametrize("env,variable", [
     ({"BACKUP_SCHEDULE": "5s"}, "BACKUP_SCHEDULE"), ({"BACKUP_SCHEDULE": "daily"}, "BACKUP_SCHEDULE"),
     ({"BACKUP_SCHEDULE": "0 3 * *"}, "BACKUP_SCHEDULE"), ({"BACKUP_KEEP_LAST": "0"}, "BACKUP_KEEP_LAST"),

@@ -3,7 +3,7 @@
 Environment (validated by `Settings.from_env`; empty or absent → default):
     BACKUP_SCHEDULE       "off" | an interval "30s", "30m", "6h", "1d", "1w", "1h30m" (≥ 10 s)
                           | a 5-field cron expression in UTC ("0 3 * * *") or @hourly/@daily/@weekly/@monthly
-                          (default "24h")
+                          (default "24h"; the grammar is stack_rules.parse_schedule, shared with the host)
     BACKUP_KEEP_LAST      int ≥ 1 (default 7)
     BACKUP_KEEP_DAILY     int ≥ 0 (default 7)
     BACKUP_KEEP_WEEKLY    int ≥ 0 (default 4)
@@ -30,6 +30,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import stack_rules
+
 from stackbackup.common import iso
 from stackbackup.layout import BACKUPS, write_json_atomic
 from stackbackup.retention import parse_time
@@ -38,11 +40,7 @@ STATE = BACKUPS / ".schedule.json"
 RUN_DIR = Path(os.environ.get("STACK_BACKUP_RUN_DIR", "/tmp"))
 DEADLINE_FILE = RUN_DIR / "schedule-deadline"  # "<epoch> <since ISO> <period s>"; absent when off
 FAILED_FILE = RUN_DIR / "schedule-failed"  # present (with the error) when the last run failed
-MIN_INTERVAL = 10
 RETRY_AFTER_FAILURE = 15 * 60
-UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-INTERVAL_RE = re.compile(r"^(?:\d+[smhdw])+$")
-CRON_ALIASES = ("@hourly", "@daily", "@midnight", "@weekly", "@monthly", "@yearly", "@annually")
 DEFAULTS = {"BACKUP_SCHEDULE": "24h", "BACKUP_KEEP_LAST": "7", "BACKUP_KEEP_DAILY": "7",
             "BACKUP_KEEP_WEEKLY": "4", "BACKUP_KEEP_MONTHLY": "6"}
 
@@ -80,32 +78,13 @@ class Schedule:
         return 0.0
 
 
-def parse_interval(text: str) -> int | None:
-    if not INTERVAL_RE.fullmatch(text):
-        return None
-    return sum(int(n) * UNITS[u] for n, u in re.findall(r"(\d+)([smhdw])", text))
-
-
 def parse_schedule(text: str) -> Schedule:
-    value = " ".join(text.split())
-    if value.lower() in ("off", "none", "disabled", "false", "0"):
-        return Schedule(value, "off")
-    seconds = parse_interval(value.lower())
-    if seconds is not None:
-        if seconds < MIN_INTERVAL:
-            raise ConfigError(f"BACKUP_SCHEDULE={text!r}: an interval must be at least {MIN_INTERVAL}s")
-        return Schedule(value, "interval", seconds=seconds)
-    if value.lower() in CRON_ALIASES or len(value.split(" ")) == 5:
-        try:
-            from croniter import croniter
-        except ImportError as exc:  # pragma: no cover - the image installs it
-            raise ConfigError(f"BACKUP_SCHEDULE={text!r}: cron needs the croniter package ({exc})") from None
-        if not croniter.is_valid(value):
-            raise ConfigError(f"BACKUP_SCHEDULE={text!r}: not a valid cron expression "
-                              "(minute hour day-of-month month day-of-week, UTC)")
-        return Schedule(value, "cron", cron=value)
-    raise ConfigError(f"BACKUP_SCHEDULE={text!r}: expected 'off', an interval like '30m', '6h', '1d', "
-                      "or a 5-field cron expression like '0 3 * * *' (UTC)")
+    """BACKUP_SCHEDULE by the grammar the host checks the setting with (stack_rules.parse_schedule)."""
+    try:
+        value, kind, seconds = stack_rules.parse_schedule(text)
+    except ValueError as exc:
+        raise ConfigError(f"BACKUP_SCHEDULE={text!r}: {exc}") from None
+    return Schedule(value, kind, seconds=seconds, cron=value if kind == "cron" else "")
 
 
 @dataclass(frozen=True)
