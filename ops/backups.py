@@ -174,10 +174,14 @@ def restore(stack: Stack, ident: str, source: str, target: str, yes: bool, durin
     source = profiles.validate_name(source or listing["default"])
     target = profiles.validate_name(target or source)
     existing = next((p for p in listing["profiles"] if p["name"] == target), None)
-    holds_data = bool(existing and existing.get("nodes"))
+    # A profile whose state cannot be read may hold data: it is treated as holding some, never as empty.
+    unreadable = existing is not None and existing.get("nodes") is None
+    holds_data = unreadable or bool(existing and existing.get("nodes"))
     if holds_data and not yes:
-        raise StackError(f"profile {target!r} holds {existing['nodes']} nodes: restoring replaces them; confirm with "
-                         "--yes (a safety backup is taken first); nothing touched", code=2)
+        held = (f"cannot be read ({existing.get('error') or 'unknown error'}) and may hold data" if unreadable
+                else f"holds {existing['nodes']} nodes")
+        raise StackError(f"profile {target!r} {held}: restoring replaces it; confirm with --yes (a safety backup "
+                         "is taken first, and the restore stops if it fails); nothing touched", code=2)
 
     console.note(f"verify: {source} {ident} (checksums, repository objects and their content)")
     checked = verify(stack, source, ident, scratch=False)

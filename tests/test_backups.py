@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from ops import engine, secrets, settings
+from ops import backups, engine, profiles, rules, secrets, settings
 from ops.compose import last_json
 from ops.services import BACKUP, SERVICES
 
@@ -76,17 +76,46 @@ def test_restore_refuses_a_corrupted_backup_and_touches_nothing(stack):
     assert verify.returncode != 0 and "FAILED" in verify.stdout
 
 
-def test_restore_over_data_needs_yes_and_takes_a_safety_backup(stack):
+def _node_value(stack, node_uuid: str) -> str | None:
+    done = stack.run_script("load_node.py", node_uuid)
+    return done.stdout.split()[-1] if done.returncode == 0 else None
+
+
+def test_restore_replaces_changed_data_and_the_safety_backup_holds_the_change(stack):
     assert stack.run_script("store_node.py", "11").returncode == 0
     backup_id = _backup(stack.cli)
+    changed = stack.run_script("store_node.py", "12")  # after the backup: the restore takes it away
+    assert changed.returncode == 0, changed.stderr
+    change = changed.stdout.split()[-1]
     refused = stack.cli("restore", "--id", backup_id)
     assert refused.returncode == 2 and "--yes" in refused.stderr
+    assert _node_value(stack, change) == "12"  # refused: nothing touched
+    restored = stack.cli("restore", "--id", backup_id, "--yes")
+    assert restored.returncode == 0, restored.stdout + restored.stderr
+    assert _node_value(stack, change) is None
+    safety = re.search(r"safety backup of the replaced data\s+│?\s*(backup_\S+)", restored.stdout)
+    assert safety, restored.stdout
+    counts = {b["id"]: b["node_count"] for b in backups.published(stack.compose, stack.settings.profile)}
+    assert counts[safety[1]] == counts[backup_id] + 1  # the replaced data, change included
+    assert stack.health() == dict.fromkeys(SERVICES, "healthy")
+
+
+def test_restore_over_a_profile_whose_state_cannot_be_read_needs_yes(stack):
+    backup_id = _backup(stack.cli)
+    database = rules.database_name(stack.settings.profile)
+    hide = stack.compose.exec_postgres(["psql", "-U", "postgres", "-d", database, "-v", "ON_ERROR_STOP=1", "-c",
+                                        f"REVOKE SELECT ON db_dbnode FROM {database}"])
+    assert hide.returncode == 0, hide.stdout + hide.stderr
+    listed = {p["name"]: p for p in profiles.info(stack.compose)["profiles"]}
+    assert listed[stack.settings.profile]["nodes"] is None  # unreadable: not "empty"
+    refused = stack.cli("restore", "--id", backup_id)
+    assert refused.returncode == 2 and "cannot be read" in refused.stderr and "--yes" in refused.stderr
     count = len(_ids(stack))
     restored = stack.cli("restore", "--id", backup_id, "--yes")
     assert restored.returncode == 0, restored.stdout + restored.stderr
-    assert len(_ids(stack)) == count + 1  # the safety backup
-    safety = re.search(r"safety backup of the replaced data\s+│?\s*(backup_\S+)", restored.stdout)
-    assert safety, restored.stdout
+    assert len(_ids(stack)) == count + 1  # a safety backup of what could not be read
+    listed = {p["name"]: p for p in profiles.info(stack.compose)["profiles"]}
+    assert listed[stack.settings.profile]["nodes"] is not None
     assert stack.health() == dict.fromkeys(SERVICES, "healthy")
 
 
