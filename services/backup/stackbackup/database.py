@@ -60,8 +60,14 @@ def pg_connect(dbname: str = "postgres", **params: Any) -> psycopg.Connection:
 def dump_database(dbname: str, target: Path) -> dict:
     """pg_dump (directory format, 2 jobs) of one database, and facts read from the SAME snapshot."""
     conn = pg_connect(dbname)
+    # Autocommit, so that psycopg does not open a READ COMMITTED transaction of its own first (a BEGIN
+    # inside it is ignored): then every statement below reads the snapshot pg_dump dumps.
+    conn.autocommit = True
     try:
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        level = conn.execute("SHOW transaction_isolation").fetchone()[0]
+        if level != "repeatable read":
+            raise Fail(f"{dbname}: the dump's transaction runs at {level!r}, not repeatable read")
         snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
         try:
             schema = conn.execute("SELECT version_num FROM alembic_version").fetchone()
