@@ -80,6 +80,15 @@ def test_status_reports_an_unhealthy_service_as_unhealthy(stack):
     wait.until_healthy(stack.compose, SERVICES, timeout=60)
 
 
+def test_every_service_runs_without_new_privileges_and_with_bounded_logs(stack):
+    for service in SERVICES:
+        container = stack.compose.container(service)
+        status = container.exec_run(["grep", "^NoNewPrivs:", "/proc/1/status"]).output.decode().split()
+        assert status == ["NoNewPrivs:", "1"], (service, status)
+        logs = container.attrs["HostConfig"]["LogConfig"]
+        assert logs["Type"] == "json-file" and logs["Config"] == {"max-size": "10m", "max-file": "3"}, (service, logs)
+
+
 def test_secrets_are_private_files_and_not_in_container_config(stack):
     folder = secrets.secrets_dir(stack.settings)
     assert stat.S_IMODE(folder.stat().st_mode) == 0o700
