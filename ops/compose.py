@@ -78,7 +78,7 @@ def claim_backups_dir(folder: Path, stack_name: str) -> None:
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         folder.chmod(0o700)
         if not marker.exists():
-            marker.write_text(f"aiida-stack backups of stack {stack_name}; the stack owns this folder\n")
+            secrets.write_private(marker, f"aiida-stack backups of stack {stack_name}; the stack owns this folder\n")
     except OSError as exc:
         raise StackError(f"backups_dir {folder}: cannot create it as a private folder: {exc}", code=2) from None
 

@@ -11,7 +11,7 @@ import pytest
 
 from ops import backups, engine, profiles, rules, secrets, settings
 from ops.compose import last_json
-from ops.services import BACKUP, SERVICES
+from ops.services import BACKUP, POSTGRES, SERVICES
 
 from .conftest import stack_cli, table_locked, unique_name
 
@@ -78,6 +78,12 @@ def test_restore_refuses_a_corrupted_backup_and_touches_nothing(stack):
     assert verify.returncode != 0 and "FAILED" in verify.stdout
 
 
+def _psql(stack, database: str, sql: str):
+    """One SQL statement as the PostgreSQL superuser (peer authentication: as the postgres user)."""
+    return stack.compose.run("exec", "-T", "-u", "postgres", POSTGRES, "psql", "-X", "-v", "ON_ERROR_STOP=1", "-tA",
+                             "-d", database, "-c", sql, capture=True, check=False)
+
+
 def _node_value(stack, node_uuid: str) -> str | None:
     done = stack.run_script("load_node.py", node_uuid)
     return done.stdout.split()[-1] if done.returncode == 0 else None
@@ -105,8 +111,7 @@ def test_restore_replaces_changed_data_and_the_safety_backup_holds_the_change(st
 def test_restore_over_a_profile_whose_state_cannot_be_read_needs_yes(stack):
     backup_id = _backup(stack.cli)
     database = rules.database_name(stack.settings.profile)
-    hide = stack.compose.exec_postgres(["psql", "-U", "postgres", "-d", database, "-v", "ON_ERROR_STOP=1", "-c",
-                                        f"REVOKE SELECT ON db_dbnode FROM {database}"])
+    hide = _psql(stack, database, f"REVOKE SELECT ON db_dbnode FROM {database}")
     assert hide.returncode == 0, hide.stdout + hide.stderr
     listed = {p["name"]: p for p in profiles.info(stack.compose)["profiles"]}
     assert listed[stack.settings.profile]["nodes"] is None  # unreadable: not "empty"
@@ -139,7 +144,7 @@ def test_the_manifest_counts_the_nodes_of_the_snapshot_that_was_dumped(stack):
         worker.start()
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:  # the backup's node count waits for the lock: snapshot taken
-            seen = stack.compose.exec_postgres(["psql", "-U", "postgres", "-d", database, "-tAc", waiting])
+            seen = _psql(stack, database, waiting)
             if seen.stdout.strip() == "1":
                 break
             time.sleep(0.2)
