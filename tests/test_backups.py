@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import threading
-import time
 
 import pytest
 
@@ -13,7 +11,7 @@ from ops import backups, engine, profiles, rules, secrets, settings
 from ops.compose import last_json
 from ops.services import BACKUP, POSTGRES, SERVICES
 
-from .conftest import stack_cli, table_locked, unique_name
+from .conftest import stack_cli, unique_name
 
 pytestmark = pytest.mark.stack
 
@@ -124,37 +122,6 @@ def test_restore_over_a_profile_whose_state_cannot_be_read_needs_yes(stack):
     listed = {p["name"]: p for p in profiles.info(stack.compose)["profiles"]}
     assert listed[stack.settings.profile]["nodes"] is not None
     assert stack.health() == dict.fromkeys(SERVICES, "healthy")
-
-
-COPY_NEWEST_NODE = ("CREATE TEMP TABLE copy AS SELECT * FROM db_dbnode ORDER BY id DESC LIMIT 1; "
-                    "UPDATE copy SET id = nextval('db_dbnode_id_seq'), uuid = gen_random_uuid(); "
-                    "INSERT INTO db_dbnode SELECT * FROM copy; COMMIT;")
-
-
-def test_the_manifest_counts_the_nodes_of_the_snapshot_that_was_dumped(stack):
-    """A node committed after the dump's snapshot was taken is neither dumped nor counted: the backup's
-    manifest and its dump agree, so it verifies (they disagreed when the count read a newer snapshot)."""
-    profile = stack.settings.profile
-    database = rules.database_name(profile)
-    waiting = ("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-               "AND wait_event_type = 'Lock' AND query = 'SELECT count(*) FROM db_dbnode'")  # the sidecar's
-    done: list = []
-    with table_locked(stack, database, "db_dbnode", finish=COPY_NEWEST_NODE):
-        worker = threading.Thread(target=lambda: done.append(backups.backup(stack.compose, [profile], keep=None)))
-        worker.start()
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:  # the backup's node count waits for the lock: snapshot taken
-            seen = _psql(stack, database, waiting)
-            if seen.stdout.strip() == "1":
-                break
-            time.sleep(0.2)
-        else:
-            pytest.fail("the backup never waited for the locked table")
-    worker.join(timeout=300)
-    assert done, "the backup failed"
-    backup_id = done[0][0]["id"]
-    verify = stack.cli("backup.verify", "--id", backup_id)
-    assert verify.returncode == 0, verify.stdout + verify.stderr
 
 
 def test_backup_taken_while_the_daemon_runs_restores_consistently(stack):

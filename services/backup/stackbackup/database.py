@@ -60,8 +60,8 @@ def pg_connect(dbname: str = "postgres", **params: Any) -> psycopg.Connection:
 def dump_database(dbname: str, target: Path) -> dict:
     """pg_dump (directory format, 2 jobs) of one database, and facts read from the SAME snapshot."""
     conn = pg_connect(dbname)
-    # Autocommit, so that psycopg does not open a READ COMMITTED transaction of its own first (a BEGIN
-    # inside it is ignored): then every statement below reads the snapshot pg_dump dumps.
+    # Every statement below must read the snapshot pg_dump dumps: the BEGIN here starts the transaction
+    # (autocommit: the driver opens none of its own), and its level is checked rather than assumed.
     conn.autocommit = True
     try:
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
