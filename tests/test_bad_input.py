@@ -70,6 +70,8 @@ TABLE: dict[tuple[str, str], list[tuple[str, list[str]]]] = {
     ("migrate", "profile"): _profile("--profile", after=["--yes"]),
     ("migrate", "yes"): _switch("--yes"),
     ("migrate", "wait"): _switch("--wait"),
+    ("status", "json"): _switch("--json"),
+    ("profile.list", "json"): _switch("--json"),
     ("down", "volumes"): _switch("--volumes"),
     ("down", "yes"): _switch("--yes"),
     ("logs", "service"): _values("--service", [("empty", ""), ("unknown", "mysql"), ("unicode", "aiidа"),
