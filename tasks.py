@@ -36,11 +36,11 @@ from ops.inputs import (  # noqa: E402
 from ops.services import SERVICES  # noqa: E402
 
 # loaded when a task body first uses them (a refused or --help command stays fast)
-(backups, bench_ops, compose, console, daemon, environment, lifecycle, migrate_ops, options, profiles, runner,
- settings, ssh, stack_status, upgrade, warmstart) = lazy(
+(backups, bench_ops, compose, console, daemon, environment, lifecycle, migrate_ops, options, profiles,
+ restore_ops, runner, settings, ssh, stack_status, upgrade, warmstart) = lazy(
     "ops.backups", "ops.bench", "ops.compose", "ops.console", "ops.daemon", "ops.environment", "ops.lifecycle",
-    "ops.migrate", "ops.options", "ops.profiles", "ops.runner", "ops.settings", "ops.ssh", "ops.status", "ops.upgrade",
-    "ops.warmstart")
+    "ops.migrate", "ops.options", "ops.profiles", "ops.restore", "ops.runner", "ops.settings", "ops.ssh", "ops.status",
+    "ops.upgrade", "ops.warmstart")
 
 PROFILE = Profile("AiiDA profile (default: the default profile)")
 
@@ -63,6 +63,7 @@ def up(c, verbose=False):
     dockerd), Compose v2, base image (pull, or debootstrap without a registry), images, secrets."""
     s = settings.load()
     lifecycle.up(s, verbose=verbose)
+    restore_ops.resume(compose.Stack(s))  # a restore interrupted while the stack was down
     console.out.print(stack_status.view(stack_status.report(s)))
 
 
@@ -71,7 +72,10 @@ def up(c, verbose=False):
     "yes": Flag("confirm --volumes without a prompt")})
 def down(c, volumes=False, yes=False):
     """Stop the stack (containers removed); data volumes stay unless --volumes (asks to confirm)."""
-    lifecycle.down(settings.load(), volumes=volumes, yes=yes)
+    s = settings.load()
+    lifecycle.down(s, volumes=volumes, yes=yes)
+    if volumes:  # the data an interrupted restore was replacing is gone with them
+        restore_ops.discard(compose.Stack(s))
 
 
 _json = Flag("print JSON (for scripts and CI) instead of tables")
@@ -80,7 +84,7 @@ _json = Flag("print JSON (for scripts and CI) instead of tables")
 @stack_task(options={"json": _json})
 def status(c, json=False):
     """Show each service's state/health, aiida-core version, profiles, daemon workers, active processes."""
-    found = stack_status.report(settings.load())
+    found = stack_status.report(_stack().settings)
     if json:
         console.json(found)
     else:
@@ -112,32 +116,37 @@ def lock(c, exclude_newer=None):
 
 
 _WAIT = Flag("wait until no process runs and no task is queued, instead of refusing")
+_NO_WAIT = Flag("refuse at once (exit 3) when a backup, restore or upgrade holds the stack's lock, instead of "
+                "waiting for it")
 
 
 @stack_task(name="upgrade", conflicts=[("wait", "pause_running")], options={
     "yes": Flag("do not ask (the daemon stops; every profile is backed up, then migrated)"),
     "wait": _WAIT,
     "pause_running": Flag("pause running processes and play them after the upgrade (only when the storage "
-                          "schema stays the same: unfinished processes cannot be migrated)")})
-def upgrade_task(c, yes=False, wait=False, pause_running=False):
+                          "schema stays the same: unfinished processes cannot be migrated)"), "no_wait": _NO_WAIT})
+def upgrade_task(c, yes=False, wait=False, pause_running=False, no_wait=False):
     """Move the running stack to the aiida-core version and plugins the settings name.
 
     check (lock, new image builds and loads its plugins, no downgrade) → drain (no running process, no
     queued task) → stop daemon → back up every profile (verified) → switch image → storage migrate →
     storage version → start, health, one calculation → record. Any failure after the daemon stopped
     rolls back: previous image with its config.json, pre-upgrade backups, daemon; exits non-zero."""
-    console.out.print(upgrade.upgrade(settings.load(), yes=yes, wait_idle=wait, pause=pause_running))
+    console.out.print(upgrade.upgrade(_stack().settings, yes=yes, wait_idle=wait, pause=pause_running,
+                                      wait_lock=not no_wait))
 
 
 @stack_task(name="migrate", options={
     "profile": Profile("only this profile (default: every profile whose schema is older)"),
-    "yes": Flag("do not ask (the daemon stops; each profile is backed up, then migrated)"), "wait": _WAIT})
-def migrate_task(c, profile=None, yes=False, wait=False):
+    "yes": Flag("do not ask (the daemon stops; each profile is backed up, then migrated)"), "wait": _WAIT,
+    "no_wait": _NO_WAIT})
+def migrate_task(c, profile=None, yes=False, wait=False, no_wait=False):
     """Migrate profiles whose storage schema is older than the running aiida-core's (e.g. restored ones).
 
     drain → stop daemon → back up (verified) → storage migrate → storage version → start, one
     calculation → record. A failure restores the pre-migration backups; exits non-zero."""
-    console.out.print(migrate_ops.migrate(settings.load(), profile=profile, yes=yes, wait_idle=wait))
+    console.out.print(migrate_ops.migrate(_stack().settings, profile=profile, yes=yes, wait_idle=wait,
+                                          wait_lock=not no_wait))
 
 
 @stack_task(options={"profile": PROFILE})
@@ -215,7 +224,10 @@ def test(c, k=None):
 
 
 def _stack() -> compose.Stack:
-    return compose.Stack(settings.load())
+    """The stack, after completing or rolling back a restore that a killed ./stack left half done."""
+    stack = compose.Stack(settings.load())
+    restore_ops.resume(stack)
+    return stack
 
 
 # ---------------------------------------------------------------------------------------- profile.*
@@ -258,10 +270,10 @@ def profile_create(c, name, email=None, first_name=None, last_name=None, institu
 @stack_task(name="delete", options={
     "name": Profile("the profile"), "skip_db": Flag("keep its database and role"),
     "skip_repository": Flag("keep its file repository"), "yes": Flag("do not ask"),
-    "set_default": Profile("the profile that becomes default (needed to delete the default)")})
-def profile_delete(c, name, skip_db=False, skip_repository=False, yes=False, set_default=None):
+    "set_default": Profile("the profile that becomes default (needed to delete the default)"), "no_wait": _NO_WAIT})
+def profile_delete(c, name, skip_db=False, skip_repository=False, yes=False, set_default=None, no_wait=False):
     """Delete a profile: config entry, database + role and repository unless skipped (asks to confirm)."""
-    profiles.delete(_stack(), name, skip_db, skip_repository, yes, set_default or "")
+    profiles.delete(_stack(), name, skip_db, skip_repository, yes, set_default or "", wait=not no_wait)
 
 
 @stack_task(name="set-default", options={"name": Profile("the profile")})
@@ -415,12 +427,12 @@ _owner = "profile the backup belongs to (default: the default profile)"
 
 @stack_task(name="run", default=True, conflicts=[("profile", "all_")], options={
     "profile": Profile("profile to back up (default: the default profile)"), "all_": Flag("every profile"),
-    "keep": Count("afterwards keep only the newest N backups of the profile")})
-def backup_run(c, profile=None, all_=False, keep=None):
+    "keep": Count("afterwards keep only the newest N backups of the profile"), "no_wait": _NO_WAIT})
+def backup_run(c, profile=None, all_=False, keep=None, no_wait=False):
     """Back up profiles online: database first (pg_dump), repository after (hard-linked increments), verified
     checksums in a manifest; published atomically."""
     stack = _stack()
-    backups.backup(stack, backups.profile_names(stack, profile or "", all_), keep)
+    backups.backup(stack, backups.profile_names(stack, profile or "", all_), keep, wait=not no_wait)
 
 
 @stack_task(name="list", options={"profile": Profile("only this profile", must="exist-or-have-backups")})
@@ -430,11 +442,11 @@ def backup_list(c, profile=None):
 
 
 @stack_task(name="verify", options={"id": BackupId("backup id or latest"),
-                                    "profile": Profile(_owner, must="exist-or-have-backups")})
-def backup_verify(c, id="latest", profile=None):
+                                    "profile": Profile(_owner, must="exist-or-have-backups"), "no_wait": _NO_WAIT})
+def backup_verify(c, id="latest", profile=None, no_wait=False):
     """Verify a backup: checksums, repository objects, restore into a throwaway PostgreSQL, node count."""
     stack = _stack()
-    result = backups.verify(stack, profile or profiles.info(stack)["default"], id)
+    result = backups.verify(stack, profile or profiles.info(stack)["default"], id, wait=not no_wait)
     console.out.print(backups.checks_table(result))
     if not result["ok"]:
         raise StackError(f"backup {result.get('id', id)} failed verification")
@@ -443,12 +455,23 @@ def backup_verify(c, id="latest", profile=None):
 @stack_task(options={
     "id": BackupId("backup id or latest"), "profile": Profile(_owner, must="exist-or-have-backups"),
     "as_": Profile("restore into this profile instead (created if missing)", must=None),
-    "yes": Flag("replace a profile that holds data (a safety backup is taken first)")})
-def restore(c, id="latest", profile=None, as_=None, yes=False):
-    """Restore a backup: verify → stop daemon → safety backup → load → repair → check → start.
+    "yes": Flag("replace a profile that holds data (a safety backup is taken first)"), "no_wait": _NO_WAIT,
+    "resume": Flag("only complete or roll back a restore that was interrupted (any ./stack command does)")},
+    conflicts=[("resume", "as_"), ("resume", "yes")])
+def restore(c, id="latest", profile=None, as_=None, yes=False, no_wait=False, resume=False):
+    """Restore a backup: verify → safety backup → stage → stop daemon → swap → check → start → drop the old copy.
 
-    A backup from an older aiida-core is not migrated here: ./stack migrate does that, backup first."""
-    console.out.print(backups.restore(_stack(), id, profile or "", as_ or "", yes))
+    The backup is loaded beside the live data while the daemon runs; the daemon stops only for the swap,
+    and the replaced data is kept until the checks pass. A restore interrupted anywhere (even killed) is
+    completed or rolled back by the next ./stack command, never left half done. A backup from an older
+    aiida-core is not migrated here: ./stack migrate does that, backup first."""
+    stack = compose.Stack(settings.load())
+    if resume:
+        if not restore_ops.resume(stack, asked=True):
+            console.step("no interrupted restore: nothing to do")
+        return
+    restore_ops.resume(stack)
+    console.out.print(restore_ops.restore(stack, id, profile or "", as_ or "", yes, wait=not no_wait))
 
 
 ns = Collection(up, down, status, logs, build, lock, upgrade_task, migrate_task, verdi, run, test, restore)

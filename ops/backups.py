@@ -2,32 +2,28 @@
 
 The sidecar does the work (dump, copy, manifest, verify, load); this module orders the runbook's
 steps, starts the throwaway PostgreSQL a verification restores into, and stops/starts the daemon.
-A restore reads: verify → stop daemon → safety backup → load → check → start.
+Restores are ops/restore.py. Each command holds the stack's lock (ops/locking.py).
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import json
 import secrets as token
 import shutil
-import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 
 from docker.errors import DockerException
 from rich.table import Table
 from tenacity import Retrying, retry_if_result, stop_after_delay, wait_fixed
 
-from ops import completion_cache, console, daemon, engine, profiles, secrets
-from ops.compose import Stack, json_result, last_json
+from ops import completion_cache, console, engine, locking, profiles, secrets
+from ops.compose import Stack, last_json
 from ops.errors import StackError
-from ops.rules import LATEST, database_name
-from ops.services import AIIDA_HOME_IN_AIIDA, AIIDA_HOME_RW_IN_BACKUP, BACKUP, POSTGRES
+from ops.rules import LATEST
+from ops.services import AIIDA_HOME_RW_IN_BACKUP, BACKUP, POSTGRES
 
 ENGINE = "stack-backup"
-BACKUP_WAIT = 600  # seconds a backup waits for a running one to finish
 
 
 def _result(done, what: str, failure_has_result: str | None = None) -> dict:
@@ -42,36 +38,41 @@ def _result(done, what: str, failure_has_result: str | None = None) -> dict:
 
 def engine_call(stack: Stack, *args: str, input: str | None = None, failure_has_result: str | None = None) -> dict:
     """`stack-backup ARGS` in the running sidecar (AiiDA home mounted read-only)."""
-    done = stack.run("exec", "-T", BACKUP, ENGINE, *args, capture=True, check=False, input=input)
+    done = stack.run("exec", "-T", *locking.token_args(stack), BACKUP, ENGINE, *args, capture=True, check=False,
+                     input=input)
     return _result(done, f"{ENGINE} {args[0]}", failure_has_result)
 
 
-def engine_call_writable(stack: Stack, *args: str) -> dict:
+def engine_call_writable(stack: Stack, *args: str, labels: dict[str, str] | None = None) -> dict:
     """`stack-backup ARGS` in a one-off sidecar with the AiiDA home mounted read-write (restores)."""
     volume = f"{stack.settings.name}_aiida-home:{AIIDA_HOME_RW_IN_BACKUP}"
-    done = stack.run("run", "--rm", "--no-deps", "-T", "-v", volume, BACKUP, ENGINE, *args, capture=True, check=False)
+    tags = [f"--label={key}={value}" for key, value in (labels or {}).items()]
+    done = stack.run("run", "--rm", "--no-deps", "-T", *tags, *locking.token_args(stack), "-v", volume, BACKUP,
+                     ENGINE, *args, capture=True, check=False)
     return _result(done, f"{ENGINE} {args[0]}")
 
 
 # ------------------------------------------------------------------------------------------ backup
 
 
-def backup(stack: Stack, names: list[str], keep: int | None, aiida_version: str | None = None) -> list[dict]:
+def backup(stack: Stack, names: list[str], keep: int | None, aiida_version: str | None = None,
+           wait: bool = True) -> list[dict]:
     """Back up each profile; `aiida_version`: the aiida-core that wrote the data (default: the settings')."""
     if keep is not None and keep < 1:
         raise StackError("--keep must be at least 1 (the newest backup is never pruned)", code=2)
-    results = []
-    for name in names:
-        console.note(f"backing up {name}: lock → dump database → copy repository → manifest → publish")
-        args = ["backup", "--profile", name, "--wait", str(BACKUP_WAIT),
-                "--aiida-version", aiida_version or stack.settings.aiida_core_version]
-        result = engine_call(stack, *args, *(["--keep", str(keep)] if keep else []))
-        m = result["manifest"]
-        console.step(f"{name}: {result['id']} — {m['node_count']} nodes, {_size(m['bytes_total'])} "
-                     f"({_size(m['bytes_new'])} new) in {m['duration_seconds']:.1f} s"
-                     + (f"; pruned {', '.join(result['pruned'])}" if result.get("pruned") else ""))
-        results.append(result)
-    return results
+    with locking.held(stack, f"backup of {', '.join(names)}", wait=wait):
+        return [_backup_one(stack, name, keep, aiida_version) for name in names]
+
+
+def _backup_one(stack: Stack, name: str, keep: int | None, aiida_version: str | None) -> dict:
+    console.note(f"backing up {name}: lock → dump database → copy repository → manifest → publish")
+    args = ["backup", "--profile", name, "--aiida-version", aiida_version or stack.settings.aiida_core_version]
+    result = engine_call(stack, *args, *(["--keep", str(keep)] if keep else []))
+    m = result["manifest"]
+    console.step(f"{name}: {result['id']} — {m['node_count']} nodes, {_size(m['bytes_total'])} "
+                 f"({_size(m['bytes_new'])} new) in {m['duration_seconds']:.1f} s"
+                 + (f"; pruned {', '.join(result['pruned'])}" if result.get("pruned") else ""))
+    return result
 
 
 def profile_names(stack: Stack, profile: str, every: bool) -> list[str]:
@@ -139,14 +140,16 @@ def scratch_postgres(stack: Stack) -> Iterator[tuple[str, str]]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def verify(stack: Stack, profile: str, ident: str, scratch: bool = True) -> dict:
+def verify(stack: Stack, profile: str, ident: str, scratch: bool = True, wait: bool = True) -> dict:
     """Checksums, repository objects (and content); with `scratch` also a real restore of the dump into a
     throwaway PostgreSQL, its node count and the objects it references."""
     args = ["verify", "--profile", profile, ident]
-    if not scratch:
-        return engine_call(stack, *args, failure_has_result="checks")
-    with scratch_postgres(stack) as (host, password):
-        return engine_call(stack, *args, "--scratch-host", host, input=password + "\n", failure_has_result="checks")
+    with locking.held(stack, f"verify of {profile} {ident}", wait=wait):
+        if not scratch:
+            return engine_call(stack, *args, failure_has_result="checks")
+        with scratch_postgres(stack) as (host, password):
+            return engine_call(stack, *args, "--scratch-host", host, input=password + "\n",
+                               failure_has_result="checks")
 
 
 def checks_table(result: dict) -> Table:
@@ -163,140 +166,15 @@ def find(stack: Stack, profile: str, ident: str) -> dict:
     raise StackError(f"no backup {ident!r} of profile {profile!r}", code=2)
 
 
-# ----------------------------------------------------------------------------------------- restore
-
-
-def restore(stack: Stack, ident: str, source: str, target: str, yes: bool, during_rollback: bool = False) -> Table:
-    """`during_rollback`: a runbook puts its own verified pre-change backup back; it keeps the daemon
-    stopped (the runbook starts it last) and takes no safety backup of the data it failed to change."""
-    start = time.monotonic()
-    listing = profiles.info(stack)
-    source = profiles.validate_name(source or listing["default"])
-    target = profiles.validate_name(target or source)
-    existing = next((p for p in listing["profiles"] if p["name"] == target), None)
-    # A profile whose state cannot be read may hold data: it is treated as holding some, never as empty.
-    unreadable = existing is not None and existing.get("nodes") is None
-    holds_data = unreadable or bool(existing and existing.get("nodes"))
-    if holds_data and not yes:
-        held = (f"cannot be read ({existing.get('error') or 'unknown error'}) and may hold data" if unreadable
-                else f"holds {existing['nodes']} nodes")
-        raise StackError(f"profile {target!r} {held}: restoring replaces it; confirm with --yes (a safety backup "
-                         "is taken first, and the restore stops if it fails); nothing touched", code=2)
-
-    console.note(f"verify: {source} {ident} (checksums, repository objects and their content)")
-    checked = verify(stack, source, ident, scratch=False)
-    if not checked["ok"]:
-        failed = "; ".join(f"{c['name']}: {c.get('detail')}" for c in checked["checks"] if not c["ok"])
-        raise StackError(f"backup {checked.get('id', ident)} failed verification, nothing touched: {failed}")
-    chosen = find(stack, source, checked["id"])
-    console.step(f"verified {chosen['id']} ({chosen['node_count']} nodes)")
-    entry = _backed_up_entry(stack, source, chosen["id"])
-
-    password = None if existing else profiles.create_database(stack, target)
-    serving = existing is not None and not during_rollback  # every profile has its own daemon
-    if serving:
-        daemon.stop(stack, target)
-        console.step(f"daemon of {target} stopped")
-    adopted, settled = False, None
-    try:
-        safety = backup(stack, [target], keep=None)[0]["id"] if holds_data and not during_rollback else None
-        loaded = _load(stack, source, chosen["id"], target)
-        if password is not None:
-            _adopt(stack, target, password, entry)
-            adopted = True
-        settled = _after_restore(stack, target)
-        _check(chosen, settled["nodes"], loaded["objects"], target)
-    except BaseException:
-        if password is not None:
-            _undo_new_profile(stack, target, adopted)
-        raise
-    finally:
-        if serving and (settled is None or settled["current"]):
-            daemon.start(stack, target)
-            console.step(f"daemon of {target} started")
-    summary = Table("restore", "", title=f"restored {source}/{chosen['id']} into {target}", title_justify="left")
-    summary.add_row("nodes", str(settled["nodes"]))
-    summary.add_row("repository objects", str(loaded["objects"]))
-    summary.add_row("schema", settled["schema"] if settled["current"] else
-                    f"[yellow]{settled['schema']}, older than this aiida-core's {settled['head']}[/]: "
-                    f"./stack migrate --profile {target} (backs up first, rolls back on failure)"
-                    + ("; the daemon stays stopped until then" if serving else ""))
-    summary.add_row("safety backup of the replaced data", safety or "not needed (target held no data)")
-    summary.add_row("duration", f"{time.monotonic() - start:.1f} s")
-    return summary
-
-
-def _backed_up_entry(stack: Stack, profile: str, ident: str) -> dict:
-    """The backed-up profile's config.json entry (options, default user)."""
-    done = stack.run("exec", "-T", BACKUP, "cat", f"/backups/{profile}/{ident}/config.json", capture=True, check=False)
-    try:
-        return json.loads(done.stdout).get("profiles", {}).get(profile, {}) if done.returncode == 0 else {}
-    except ValueError:
-        return {}
-
-
-def _load(stack: Stack, source: str, ident: str, target: str) -> dict:
-    """Database and repository at once (each staged, checked, then swapped in by the sidecar)."""
-    console.note("load: database (pg_restore into a staging database) and repository (rsync), in parallel")
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        database = pool.submit(engine_call, stack, "restore-database", "--profile", source, ident,
-                               "--target-db", database_name(target), "--owner", database_name(target), "--replace")
-        repository = pool.submit(engine_call_writable, stack, "restore-repository", "--profile", source, ident,
-                                 "--target-path", f"{AIIDA_HOME_RW_IN_BACKUP}/repository/{target}", "--replace")
-        database, repository = database.result(), repository.result()
-    console.step(f"loaded: {database['nodes_restored']} nodes in {database['seconds']:.1f} s, "
-                 f"{repository['objects_restored']} objects in {repository['seconds']:.1f} s")
-    return {"nodes": database["nodes_restored"], "objects": repository["objects_restored"]}
-
-
-def _adopt(stack: Stack, target: str, password: str, entry: dict) -> None:
-    email = entry.get("default_user_email") or stack.settings.user_email
-    done = stack.exec_aiida([profiles.PROFILE_CLI, "adopt", target, "--email", email, "--options",
-                             json.dumps(entry.get("options") or {})], capture=True, input=password + "\n")
-    if done.returncode != 0:
-        raise StackError(f"could not write the profile entry of {target}: {done.stderr.strip()[-800:]}")
-    console.step(f"profile {target}: entry with this stack's credentials and broker")
-
-
-def _after_restore(stack: Stack, target: str) -> dict:
-    done = stack.exec_aiida([profiles.PROFILE_CLI, "after-restore", target], capture=True)
-    settled = json_result(done.returncode, done.stdout, f"making the restored storage of {target} current",
-                          done.stderr)
-    if settled["current"]:
-        console.step(f"schema {settled['schema']} (current); process tasks repaired")
-    else:
-        console.note(f"schema {settled['schema']} is older than this aiida-core's {settled['head']}: not migrated "
-                     f"(no silent migrations); run ./stack migrate --profile {target}")
-    return settled
-
-
-def _undo_new_profile(stack: Stack, target: str, adopted: bool) -> None:
-    """A restore into a new profile failed: remove what it made (nothing else was touched)."""
-    with contextlib.suppress(Exception):
-        if adopted:
-            stack.exec_aiida([profiles.PROFILE_CLI, "delete", target], capture=True)
-        else:
-            stack.exec_aiida(["rm", "-rf", f"{AIIDA_HOME_IN_AIIDA}/repository/{target}"], capture=True)
-        profiles.drop_database(stack, target)
-        console.note(f"removed the half-made profile {target}")
-
-
-def _check(chosen: dict, nodes: int, objects: int, target: str) -> None:
-    if nodes != chosen["node_count"] or objects != chosen["repository_object_count"]:
-        raise StackError(f"restored {target} does not match the backup: {nodes} nodes (backup: {chosen['node_count']}),"
-                         f" {objects} objects (backup: {chosen['repository_object_count']})")
-    console.step(f"check: {nodes} nodes and {objects} repository objects, as in the manifest")
-
-
 def schedule_state(stack: Stack) -> dict:
-    """The scheduler's state (schedule, last run, next due, healthy) and where backups go ("where");
-    {"where", "error"} when the sidecar does not answer."""
+    """The scheduler's state (schedule, last run, next due, healthy, the last run's "error") and where
+    backups go ("where"); {"where", "unreadable"} when the sidecar does not answer."""
     folder = stack.settings.backups_path
     where = str(folder) if folder else f"volume {stack.settings.name}_backups"
     try:
         return {**engine_call(stack, "schedule-status"), "where": where}
     except StackError as exc:
-        return {"where": where, "error": str(exc)}
+        return {"where": where, "unreadable": str(exc)}
 
 
 def schedule_summary(state: dict | None) -> str:
@@ -304,8 +182,8 @@ def schedule_summary(state: dict | None) -> str:
     if not state:
         return ""
     where = f"backups in {state['where']}"
-    if "error" in state:
-        return f"{where}; [red]scheduler state unreadable: {state['error']}[/]"
+    if "unreadable" in state:
+        return f"{where}; [red]scheduler state unreadable: {state['unreadable']}[/]"
     if state.get("schedule_kind") in (None, "off"):
         return f"{where}; schedule off (./stack backup runs them)"
     parts = [where, f"schedule {state['schedule']}"]

@@ -12,7 +12,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import cached_property
 from pathlib import Path
 
@@ -89,6 +89,10 @@ class Stack:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.state = settings.state_dir
+        # while ops.locking holds the stack's lock: its token, the holding process, how to take it again
+        self.lock_token: str | None = None
+        self.lock_holder: subprocess.Popen | None = None
+        self.lock_renewal: Callable[[], object] | None = None
 
     @cached_property
     def env_file(self) -> Path:

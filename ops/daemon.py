@@ -42,6 +42,16 @@ def _marker(stack: Stack, profile: str, present: bool) -> None:
         raise StackError(f"could not update the daemon marker of {profile} in the aiida service")
 
 
+def keep_stopped(stack: Stack, profile: str) -> None:
+    """Keep a profile's daemon from starting (a new profile whose entry is not ready for work yet)."""
+    _marker(stack, profile, present=True)
+
+
+def forget_marker(stack: Stack, profile: str) -> None:
+    """A profile that is gone leaves no stop marker behind (a later profile of that name starts)."""
+    _marker(stack, profile, present=False)
+
+
 def status(stack: Stack, profile: str | None = None) -> None:
     verdi_daemon(stack, _name(stack, profile), "status")
 

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from ops import console, runbook
+from ops import console, locking, runbook
 from ops.compose import Stack
 from ops.lifecycle import Deployed
 from ops.settings import Settings
 
 
-def migrate(settings: Settings, profile: str | None, yes: bool, wait_idle: bool) -> Table:
+def migrate(settings: Settings, profile: str | None, yes: bool, wait_idle: bool, wait_lock: bool = True) -> Table:
     stack = Stack(settings)
     running = Deployed.running(stack)
     activity = runbook.activity(stack)
@@ -28,6 +28,11 @@ def migrate(settings: Settings, profile: str | None, yes: bool, wait_idle: bool)
     described = ", ".join(f"{name} ({state['schema']} → {state['head']})" for name, state in behind.items())
     console.confirm(yes, f"Migrate {described}? The daemon stops and each is backed up first; a migrated database "
                     f"cannot be opened by an older aiida-core than {running.version}.", "migrate")
+    with locking.held(stack, f"migration of {', '.join(names)}", wait=wait_lock):
+        return _migrate(stack, running, names, described, wait_idle)
+
+
+def _migrate(stack: Stack, running: Deployed, names: list[str], described: str, wait_idle: bool) -> Table:
     change = runbook.Change(stack, "migrate", names, running.version)
     change.drain(wait_idle, pause=False)  # refuses, or waits: nothing changes before the daemon stops
     try:

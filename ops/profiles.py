@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tenacity import Retrying, retry_if_result, stop_after_delay, wait_fixed
 
-from ops import completion_cache, console, secrets
+from ops import completion_cache, console, locking, secrets
 from ops.compose import Stack, json_result
 from ops.errors import StackError
 from ops.inputs import InputError
@@ -133,7 +133,8 @@ def serving(stack: Stack, name: str) -> None:
                          f"last check said:\n{report}\nsee ./stack logs --service aiida")
 
 
-def delete(stack: Stack, name: str, skip_db: bool, skip_repository: bool, yes: bool, new_default: str) -> None:
+def delete(stack: Stack, name: str, skip_db: bool, skip_repository: bool, yes: bool, new_default: str,
+           wait: bool = True) -> None:
     if new_default == name:
         raise InputError("--set-default", f"must name another profile than {name!r}, which is being deleted")
     profile = get(stack, name)
@@ -146,6 +147,11 @@ def delete(stack: Stack, name: str, skip_db: bool, skip_repository: bool, yes: b
     doomed = [what for what, skip in (("database and role", skip_db), ("repository", skip_repository)) if not skip]
     console.confirm(yes, f"Delete profile {name!r} ({', '.join(['config entry', *doomed])})?", name,
                     needs="Deleting data needs --yes")
+    with locking.held(stack, f"delete of profile {name}", wait=wait):  # never during its backup or restore
+        _delete(stack, name, skip_db, skip_repository, new_default)
+
+
+def _delete(stack: Stack, name: str, skip_db: bool, skip_repository: bool, new_default: str) -> None:
     if new_default:
         set_default_profile(stack, new_default)
     done = stack.exec_aiida([PROFILE_CLI, "delete", name, *(["--skip-repository"] if skip_repository else [])],

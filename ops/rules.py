@@ -32,3 +32,4 @@ profile_problem = _rules.profile_problem
 backup_id_problem = _rules.backup_id_problem
 parse_schedule = _rules.parse_schedule
 SCHEDULE_HELP: str = _rules.SCHEDULE_HELP
+restore_names = _rules.restore_names

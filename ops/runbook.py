@@ -12,17 +12,16 @@ import contextlib
 import datetime as dt
 import json
 import os
-import signal
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from rich.table import Table
 
-from ops import backups, broker, console, daemon, profiles, runner, secrets, wait
+from ops import backups, broker, console, daemon, profiles, restore, runner, secrets, wait
 from ops.compose import Stack, json_result
 from ops.errors import StackError
+from ops.interrupts import interrupts_held
 from ops.services import SERVICES
 
 FAULT = "AIIDA_STACK_INJECT_FAULT"  # tests only: fail on purpose right after the named step
@@ -59,7 +58,7 @@ class Journal:
     def rollback(self) -> tuple[list[str], list[str]]:
         """Undo everything, newest first, whatever fails on the way: (undone, failed)."""
         undone, failed = [], []
-        with _interrupts_held():
+        with interrupts_held():
             while self.undo:
                 name, action = self.undo.pop()
                 console.note(f"rollback: {name}")
@@ -70,24 +69,6 @@ class Journal:
                     failed.append(f"{name} ({exc})")
                     console.note(f"rollback: {name} FAILED: {exc}")
         return undone, failed
-
-
-@contextlib.contextmanager
-def _interrupts_held() -> Iterator[None]:
-    """Ctrl-C (and SIGTERM) during a rollback: say so and finish the rollback first."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def hold(signum, _frame):
-        console.note("rolling back: the interrupt waits until the rollback has finished")
-
-    previous = {sig: signal.signal(sig, hold) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 # ------------------------------------------------------------------------------------------- state
@@ -221,7 +202,7 @@ class Change:
         failed = []
         for name in self.migrated:
             try:
-                backups.restore(self.stack, self.backups[name], name, name, yes=True, during_rollback=True)
+                restore.restore(self.stack, self.backups[name], name, name, yes=True, during_rollback=True)
             except Exception as exc:  # restore the others all the same
                 failed.append(f"{name} from {self.backups[name]}: {exc}")
         if failed:

@@ -16,7 +16,7 @@ from packaging.version import Version
 from rich.table import Table
 from tenacity import Retrying, retry_if_result, stop_after_delay, wait_fixed
 
-from ops import console, engine, environment, lifecycle, runbook
+from ops import console, engine, environment, lifecycle, locking, runbook
 from ops.compose import Stack
 from ops.environment import Environment
 from ops.errors import StackError
@@ -82,7 +82,7 @@ def _smoke(stack: Stack, target: Environment, activity: dict) -> str:
     return verdict["head"]
 
 
-def upgrade(settings: Settings, yes: bool, wait_idle: bool, pause: bool) -> Table:
+def upgrade(settings: Settings, yes: bool, wait_idle: bool, pause: bool, wait_lock: bool = True) -> Table:
     stack = Stack(settings)
     target = Environment.of(settings)
     running, activity = check(stack, target, pause)
@@ -94,6 +94,12 @@ def upgrade(settings: Settings, yes: bool, wait_idle: bool, pause: bool) -> Tabl
     console.confirm(yes, f"Upgrade {', '.join(names)} from {running.lock} to {target.lock.name}? The daemon stops, "
                     "every profile is backed up and migrated; a migrated database cannot go back to the older "
                     "aiida-core.", "upgrade")
+    with locking.held(stack, f"upgrade to {target.describe()}", wait=wait_lock):
+        return _upgrade(stack, target, running, names, wait_idle, pause)
+
+
+def _upgrade(stack: Stack, target: Environment, running: Deployed, names: list[str], wait_idle: bool,
+             pause: bool) -> Table:
     change = runbook.Change(stack, "upgrade", names, running.version,
                             record={"from": running.lock, "to": target.lock.name})
     try:
@@ -129,6 +135,7 @@ def _switch(change: runbook.Change, running: Deployed) -> None:
         change.journal.on_failure(f"switch back to {running.image} with the pre-upgrade config.json",
                                   lambda: _switch_back(stack, running))
         stack.run("up", "--detach", "--no-deps", "--no-build", AIIDA, BACKUP, capture=True)
+        locking.renew(stack)  # the re-created sidecar holds no lock for us
         _until_verdi_answers(stack)
 
 
@@ -139,6 +146,7 @@ def _switch_back(stack: Stack, running: Deployed) -> None:
     stack.run("run", "--rm", "--no-deps", "-T", "--user", "aiida", "--entrypoint", "cp", AIIDA, "-p", CONFIG_SAVED,
               CONFIG, capture=True, env=old)
     stack.run("up", "--detach", "--no-deps", "--no-build", AIIDA, BACKUP, capture=True, env=old)
+    locking.renew(stack)
     _until_verdi_answers(stack)
 
 

@@ -108,9 +108,21 @@ def after_restore(args) -> None:
     with contextlib.redirect_stdout(sys.stderr):  # stdout carries the JSON line only
         profile = profiles.load_config().get_profile(args.name)
         schema, head = schemas(profile)
-        if schema == head:
+        if schema == head and not args.check_only:
             verdi(*compat.repair_args(args.name), echo=lambda line: log(f"verdi: {line}"), timeout=300)
-        else:
+        elif schema != head:
             log(f"schema of {args.name!r} is {schema}, this aiida-core's is {head}: it needs ./stack migrate")
         nodes = count_nodes(profile)
     print(json.dumps({"nodes": nodes, "schema": schema, "head": head, "current": schema == head}), flush=True)
+
+
+def schema_check(args) -> None:
+    """Can this aiida-core open storage of schema REVISION (its own, or an older one it migrates)?
+    A revision it does not know comes from a newer aiida-core (or is not AiiDA's)."""
+    warnings.filterwarnings("ignore")
+    with contextlib.redirect_stdout(sys.stderr):
+        from aiida.storage.psql_dos.migrator import PsqlDosMigrator
+
+        known = set(PsqlDosMigrator.get_schema_versions())
+        head = PsqlDosMigrator.get_schema_version_head()
+    print(json.dumps({"revision": args.revision, "head": head, "known": args.revision in known}), flush=True)

@@ -32,6 +32,7 @@ sys.path.insert(0, str(HERE))
 from stackbackup.aiida_config import load_config  # noqa: E402
 from stackbackup.common import Fail, iso  # noqa: E402
 from stackbackup.layout import published  # noqa: E402
+from stackbackup.locking import TOKEN_ENV, global_lock  # noqa: E402
 from stackbackup.retention import backup_time, parse_time  # noqa: E402
 from stackbackup.schedule import (  # noqa: E402
     DEADLINE_FILE,
@@ -82,6 +83,12 @@ class Server:
         self.stopping = True
         if self.child is not None and self.child.poll() is None:
             self.child.send_signal(signal.SIGTERM)
+
+    def waiting(self) -> None:
+        """While the run waits for the stack's lock: keep the heartbeat, give up on SIGTERM."""
+        self.beat()
+        if self.stopping:
+            raise Fail("stopping while waiting for the stack's lock")
 
     def beat(self, force: bool = False) -> None:
         if force or time.monotonic() - self.last_beat >= INTERVAL:
@@ -194,45 +201,16 @@ class Server:
                 break
             entry: dict = {"id": None, "ok": False}
             results[name] = entry
-            # backup (waits for a running backup or prune)
-            code, out, _ = self.engine("backup", "--profile", name, "--wait", str(LOCK_WAIT), *version)
-            if self.stopping:
-                break
-            if code != 0 or not out.get("ok"):
-                entry["error"] = f"backup: {out.get('error')}"
+            try:  # one lock for the profile's whole cycle: no restore or upgrade between its steps
+                with global_lock(LOCK_WAIT, f"scheduled backup of {name}", tick=self.waiting) as held:
+                    os.environ[TOKEN_ENV] = held["token"]  # the engine's children run under it
+                    self.cycle(name, entry, errors, version, keep)
+            except Fail as exc:
+                entry["error"] = f"lock: {exc}"
                 errors.append(f"{name}: {entry['error']}")
-                log(f"run: backup {name}: FAILED: {out.get('error')}")
-                continue
-            entry["id"] = out["id"]
-            manifest = out.get("manifest") or {}
-            log(f"run: backup {name}: {out['id']} ({manifest.get('node_count')} nodes, "
-                f"{manifest.get('bytes_total')} bytes, {manifest.get('bytes_new')} new, "
-                f"{manifest.get('duration_seconds')} s)")
-            # verify: checksums and repository, no scratch server
-            code, out, _ = self.engine("verify", "--profile", name, entry["id"])
-            if self.stopping:
-                break
-            entry["verified"] = code == 0 and out.get("ok") is True
-            if not entry["verified"]:
-                bad = [f"{c['name']}: {c['detail']}" for c in out.get("checks") or [] if not c.get("ok")]
-                entry["error"] = f"verify: {'; '.join(bad) or out.get('error')}"
-                errors.append(f"{name}: {entry['error']}")
-                log(f"run: verify {name} {entry['id']}: FAILED: {entry['error']}")
-            else:
-                log(f"run: verify {name} {entry['id']}: ok ({len(out.get('checks') or [])} checks)")
-            # prune by the tiers
-            code, out, _ = self.engine("prune", "--profile", name, *keep, "--wait", str(LOCK_WAIT))
-            if self.stopping:
-                break
-            if code != 0 or not out.get("ok"):
-                entry["error"] = "; ".join(filter(None, [entry.get("error"), f"prune: {out.get('error')}"]))
-                errors.append(f"{name}: prune: {out.get('error')}")
-                log(f"run: prune {name}: FAILED: {out.get('error')}")
-            else:
-                entry["pruned"] = out.get("pruned") or []
-                log(f"run: prune {name}: removed {len(entry['pruned'])}, kept {len(out.get('kept') or [])}"
-                    + (f" ({', '.join(entry['pruned'])})" if entry["pruned"] else ""))
-            entry["ok"] = entry["verified"] and "error" not in entry
+                log(f"run: {name}: {entry['error']}")
+            finally:
+                os.environ.pop(TOKEN_ENV, None)
         finished = now()
         if self.stopping:
             # an interrupted run: the engine removed its in-progress folder; the previous result stands
@@ -251,6 +229,48 @@ class Server:
         due = self.refresh()
         log(f"run: {'ok' if ok else 'FAILED'} in {(finished - started).total_seconds():.1f} s"
             + ("" if ok else f": {self.state['error']}") + f"; next due {iso(due) if due else 'never'}")
+
+    def cycle(self, name: str, entry: dict, errors: list[str], version: list[str], keep: list[str]) -> None:
+        """backup → verify → prune of one profile (the stack's lock held by the caller)."""
+        # backup (waits for a running backup or prune)
+        code, out, _ = self.engine("backup", "--profile", name, "--wait", str(LOCK_WAIT), *version)
+        if self.stopping:
+            return
+        if code != 0 or not out.get("ok"):
+            entry["error"] = f"backup: {out.get('error')}"
+            errors.append(f"{name}: {entry['error']}")
+            log(f"run: backup {name}: FAILED: {out.get('error')}")
+            return
+        entry["id"] = out["id"]
+        manifest = out.get("manifest") or {}
+        log(f"run: backup {name}: {out['id']} ({manifest.get('node_count')} nodes, "
+            f"{manifest.get('bytes_total')} bytes, {manifest.get('bytes_new')} new, "
+            f"{manifest.get('duration_seconds')} s)")
+        # verify: checksums and repository, no scratch server
+        code, out, _ = self.engine("verify", "--profile", name, entry["id"])
+        if self.stopping:
+            return
+        entry["verified"] = code == 0 and out.get("ok") is True
+        if not entry["verified"]:
+            bad = [f"{c['name']}: {c['detail']}" for c in out.get("checks") or [] if not c.get("ok")]
+            entry["error"] = f"verify: {'; '.join(bad) or out.get('error')}"
+            errors.append(f"{name}: {entry['error']}")
+            log(f"run: verify {name} {entry['id']}: FAILED: {entry['error']}")
+        else:
+            log(f"run: verify {name} {entry['id']}: ok ({len(out.get('checks') or [])} checks)")
+        # prune by the tiers
+        code, out, _ = self.engine("prune", "--profile", name, *keep, "--wait", str(LOCK_WAIT))
+        if self.stopping:
+            return
+        if code != 0 or not out.get("ok"):
+            entry["error"] = "; ".join(filter(None, [entry.get("error"), f"prune: {out.get('error')}"]))
+            errors.append(f"{name}: prune: {out.get('error')}")
+            log(f"run: prune {name}: FAILED: {out.get('error')}")
+        else:
+            entry["pruned"] = out.get("pruned") or []
+            log(f"run: prune {name}: removed {len(entry['pruned'])}, kept {len(out.get('kept') or [])}"
+                + (f" ({', '.join(entry['pruned'])})" if entry["pruned"] else ""))
+        entry["ok"] = entry["verified"] and "error" not in entry
 
     # --------------------------------------------------------------------------------------------
 

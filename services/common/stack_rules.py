@@ -77,3 +77,21 @@ def parse_schedule(text: str) -> tuple[str, str, int]:
             raise ValueError("not a valid cron expression (minute hour day-of-month month day-of-week, UTC)")
         return value, "cron", 0
     raise ValueError(f"expected {SCHEDULE_HELP}")
+
+
+# A restore stages the backup's copies beside the live ones and swaps them by renaming; the live
+# copies are kept aside until the restore's checks pass. Staged and set-aside names carry the
+# restore's id, and only names of this shape are ever dropped.
+RESTORE_ID_RE = re.compile(r"^[a-z0-9]{8}$")
+RESTORE_DATABASE_RE = re.compile(r"^[a-z_][a-z0-9_]{0,40}_(staged|old)_[a-z0-9]{8}$")
+RESTORE_FOLDER_RE = re.compile(r"^\.[A-Za-z0-9_.-]{1,100}\.(staged|old)-[a-z0-9]{8}$")
+
+
+def restore_names(database: str, repository_folder: str, restore_id: str) -> dict[str, str]:
+    """The staged and set-aside names of a profile's database and repository folder (a name, no path)."""
+    if not RESTORE_ID_RE.fullmatch(restore_id):
+        raise ValueError(f"restore id {restore_id!r} is not 8 lowercase letters or digits")
+    return {"staged_database": f"{database[:40]}_staged_{restore_id}",
+            "old_database": f"{database[:40]}_old_{restore_id}",
+            "staged_folder": f".{repository_folder}.staged-{restore_id}",
+            "old_folder": f".{repository_folder}.old-{restore_id}"}

@@ -18,13 +18,13 @@ from stackbackup.layout import (
     READING,
     check_profile_name,
     fsync_dir,
-    global_lock,
     latest_id,
     profile_dir,
     published,
     remove_tree,
     write_json_atomic,
 )
+from stackbackup.locking import global_lock
 from stackbackup.manifest import HASHES_FILE, build_manifest, database_file_checksums, link_unchanged, usage
 from stackbackup.prune import prune
 from stackbackup.repository import container_hashes, copy_container, hashes_text, open_backup_container
@@ -54,7 +54,7 @@ def cmd_backup(args: argparse.Namespace) -> dict:
     held = contextlib.ExitStack()
     with held:
         with step("lock"):
-            held.enter_context(global_lock(args.wait))
+            held.enter_context(global_lock(args.wait, f"backup of {profile}"))
             folder.mkdir(mode=0o700, exist_ok=True)
             for stale in folder.iterdir():
                 if stale.name.startswith((".live-", ".deleting-", ".latest-")):

@@ -15,10 +15,12 @@ import stackbackup
 from stackbackup.backup import cmd_backup
 from stackbackup.common import EXIT_FAIL, EXIT_INPUT, EXIT_OK, Fail, say
 from stackbackup.database import cmd_restore_database
-from stackbackup.layout import AIIDA_HOME, cmd_list
+from stackbackup.layout import AIIDA_HOME_RW, cmd_list
+from stackbackup.locking import cmd_hold_lock
 from stackbackup.prune import cmd_prune
 from stackbackup.repository import cmd_restore_repository
 from stackbackup.schedule import DEFAULTS, cmd_schedule_status
+from stackbackup.swap import cmd_swap
 from stackbackup.verify import cmd_verify
 
 log = logging.getLogger("stack-backup")
@@ -48,19 +50,34 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--scratch-host", help="PostgreSQL server to restore the dump on (password: stdin, first line)")
     p.add_argument("--scratch-port", type=int, default=5432)
     p.add_argument("--scratch-user", default="postgres")
+    p.add_argument("--wait", type=float, default=0, help="seconds to wait for the stack's lock (default: refuse)")
 
-    p = sub.add_parser("restore-database", help="load a backup's dump into a new database (superuser)")
+    p = sub.add_parser("restore-database", help="load a backup's dump into a new database and check it")
     p.add_argument("--profile", required=True)
     p.add_argument("id", help="backup id or 'latest'")
     p.add_argument("--target-db", required=True)
     p.add_argument("--owner", help="role owning the restored database (default: aiida_<profile>)")
-    p.add_argument("--replace", action="store_true", help="replace a non-empty target database")
 
-    p = sub.add_parser("restore-repository", help="copy a backup's repository into the AiiDA home")
+    p = sub.add_parser("restore-repository", help="copy a backup's repository into a new folder and check it")
     p.add_argument("--profile", required=True)
     p.add_argument("id", help="backup id or 'latest'")
-    p.add_argument("--target-path", required=True, help=f"repository folder, inside {AIIDA_HOME}/repository/")
-    p.add_argument("--replace", action="store_true", help="replace a non-empty target (old one kept until success)")
+    p.add_argument("--target-path", required=True, help=f"new repository folder, inside {AIIDA_HOME_RW}/repository/")
+
+    p = sub.add_parser("swap", help="a restore's renames: in (live → old, staged → live), back, or drop copies")
+    p.add_argument("action", choices=("in", "back", "drop"))
+    p.add_argument("--part", choices=("database", "repository", "both"), default="both",
+                   help="(in, back) swap only this part")
+    p.add_argument("--database", nargs=3, required=True, metavar=("LIVE", "STAGED", "OLD"))
+    p.add_argument("--repository", nargs=3, required=True, metavar=("LIVE", "STAGED", "OLD"))
+    p.add_argument("--drop-database", action="append", default=[], help="(drop) a staged or set-aside database")
+    p.add_argument("--drop-folder", action="append", default=[], help="(drop) a staged or set-aside folder")
+
+    p = sub.add_parser("hold-lock", help="hold the stack's lock until stdin says `release` or closes")
+    p.add_argument("--holder", required=True, help="what holds it, for those who wait")
+    p.add_argument("--wait", type=float, default=0, help="seconds to wait for it (default: refuse)")
+    p.add_argument("--journal", action="store_true", help="the holder journals its work: leaving without "
+                                                          "`release` marks it interrupted")
+    p.add_argument("--take-over", action="store_true", help="take over from an interrupted holder (a resume)")
 
     p = sub.add_parser("prune", help="tiered retention: keep the newest N, and the newest of each recent "
                                      "day/ISO week/month (never latest, the newest verified, one being read)")
@@ -107,8 +124,12 @@ def main(argv: list[str] | None = None) -> int:
             result = cmd_schedule_status(args)
         elif command == "restore-database":
             result = cmd_restore_database(args)
-        else:
+        elif command == "restore-repository":
             result = cmd_restore_repository(args)
+        elif command == "swap":
+            result = cmd_swap(args)
+        else:
+            result = cmd_hold_lock(args, announce=lambda line: print(json.dumps(line), file=result_out, flush=True))
         if isinstance(result, dict) and "ok" not in result:
             result = {"ok": True, **result}
     except Fail as exc:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from stack_rules import database_name
 
-from stackbackup.common import EXIT_INPUT, Fail, rand, run, step, utcnow
+from stackbackup.common import EXIT_INPUT, Fail, run, step
 from stackbackup.layout import reading, resolve
 from stackbackup.manifest import hashes_file, read_manifest
 
@@ -87,6 +87,8 @@ def dump_database(dbname: str, target: Path) -> dict:
 
 
 def cmd_restore_database(args: argparse.Namespace) -> dict:
+    """Load a backup's dump into a new database (`--target-db`, which must not exist) and check it
+    against the manifest. Nothing else is touched: swapping it in is `stack-backup swap`'s job."""
     from psycopg import sql
 
     folder, ident = resolve(args.profile, args.id)
@@ -104,29 +106,18 @@ def cmd_restore_database(args: argparse.Namespace) -> dict:
             admin.autocommit = True
             if not admin.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (owner,)).fetchone():
                 raise Fail(f"role {owner} does not exist: create the profile's role first", EXIT_INPUT)
-            exists = bool(admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (target,)).fetchone())
-        if exists:
-            with pg_connect(target) as conn:
-                tables = conn.execute(
-                    "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-                    "WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%%' "
-                    "AND c.relkind IN ('r', 'p', 'v', 'm', 'S')").fetchone()[0]
-            if tables and not args.replace:
-                raise Fail(f"database {target} exists and is not empty ({tables} relations); "
-                           f"give --replace to replace it", EXIT_INPUT)
-        staging = f"{target[:40]}_restoring_{rand(8)}"
-        with pg_connect("postgres") as admin:
-            admin.autocommit = True
+            if admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (target,)).fetchone():
+                raise Fail(f"database {target} exists: a restore loads into a new database only", EXIT_INPUT)
             with step("create database"):
                 admin.execute(sql.SQL("CREATE DATABASE {} OWNER {} ENCODING 'UTF8' TEMPLATE template0").format(
-                    sql.Identifier(staging), sql.Identifier(owner)))
+                    sql.Identifier(target), sql.Identifier(owner)))
                 admin.execute(sql.SQL("REVOKE CONNECT, TEMPORARY ON DATABASE {} FROM PUBLIC").format(
-                    sql.Identifier(staging)))
-            swapped = False
+                    sql.Identifier(target)))
+            loaded = False
             try:
                 with step("load dump"):
-                    restore_dump(folder, staging, role=owner)
-                with step("check"), pg_connect(staging) as conn:
+                    restore_dump(folder, target, role=owner)
+                with step("check"), pg_connect(target) as conn:
                     nodes = conn.execute("SELECT count(*) FROM db_dbnode").fetchone()[0]
                     schema = conn.execute("SELECT version_num FROM alembic_version").fetchone()[0]
                     if nodes != manifest.get("node_count"):
@@ -136,29 +127,11 @@ def cmd_restore_database(args: argparse.Namespace) -> dict:
                     if referenced - objects:
                         raise Fail(f"{len(referenced - objects)} objects referenced by nodes are not in the "
                                    f"backup's repository, e.g. {sorted(referenced - objects)[0]}")
-                with step("swap in"):
-                    replaced = None
-                    if exists:
-                        replaced = f"{target[:40]}_replaced_{utcnow().strftime('%Y%m%d%H%M%S')}"
-                        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
-                                      (target,))
-                        admin.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
-                            sql.Identifier(target), sql.Identifier(replaced)))
-                    try:
-                        admin.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
-                            sql.Identifier(staging), sql.Identifier(target)))
-                    except Exception:
-                        if replaced:
-                            admin.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
-                                sql.Identifier(replaced), sql.Identifier(target)))
-                        raise
-                    swapped = True
-                    if replaced:
-                        admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(replaced)))
+                loaded = True
             finally:
-                if not swapped:
+                if not loaded:
                     with contextlib.suppress(Exception):
                         admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                            sql.Identifier(staging)))
-    return {"id": ident, "profile": args.profile, "target_db": target, "owner": owner, "replaced": exists,
+                            sql.Identifier(target)))
+    return {"id": ident, "profile": args.profile, "target_db": target, "owner": owner,
             "nodes_restored": nodes, "schema_version": schema, "seconds": round(time.monotonic() - started, 3)}

@@ -8,7 +8,6 @@ import fcntl
 import json
 import os
 import shutil
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from typing import Any
 from stack_rules import BACKUP_ID_RE as ID_RE
 from stack_rules import LATEST, PROFILE_RE, backup_id_problem, profile_problem
 
-from stackbackup.common import EXIT_BUSY, EXIT_INPUT, Fail, rand
+from stackbackup.common import EXIT_INPUT, Fail, rand
 from stackbackup.manifest import read_manifest
 
 AIIDA_HOME = Path(os.environ.get("STACK_BACKUP_AIIDA_HOME", "/aiida-home"))
@@ -147,7 +146,8 @@ def cmd_list(args: argparse.Namespace) -> dict:
             row = {"profile": profile, "id": ident, "finished_at": m.get("finished_at"),
                    "bytes_total": m.get("bytes_total"), "bytes_new": m.get("bytes_new"),
                    "node_count": m.get("node_count"), "repository_object_count": m.get("repository_object_count"),
-                   "verified": m.get("verified"), "latest": ident == current}
+                   "verified": m.get("verified"), "latest": ident == current,
+                   "schema_version": m.get("schema_version"), "aiida_version": m.get("aiida_version")}
             if manifest is None:
                 row["error"] = "manifest.json missing or unreadable"
             rows.append(row)
@@ -156,26 +156,7 @@ def cmd_list(args: argparse.Namespace) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------
-# locks: one backup at a time; readers mark the backup they read
-
-
-@contextlib.contextmanager
-def global_lock(wait: float) -> Iterator[None]:
-    """flock on /backups/.lock: one backup at a time. Held until the process ends (SIGKILL frees it)."""
-    fd = os.open(BACKUPS / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
-    deadline = time.monotonic() + max(wait, 0)
-    try:
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise Fail(f"another backup is running (lock {BACKUPS / '.lock'} is held)", EXIT_BUSY) from None
-                time.sleep(0.5)
-        yield
-    finally:
-        os.close(fd)
+# readers mark the backup they read (the stack's one lock is stackbackup.locking)
 
 
 @contextlib.contextmanager

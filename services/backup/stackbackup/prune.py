@@ -10,13 +10,13 @@ import os
 from stackbackup.common import EXIT_INPUT, Fail, iso, say
 from stackbackup.layout import (
     check_profile_name,
-    global_lock,
     in_use,
     latest_id,
     profile_dir,
     published,
     remove_tree,
 )
+from stackbackup.locking import global_lock
 from stackbackup.retention import backup_time, select
 
 
@@ -91,7 +91,7 @@ def cmd_prune(args: argparse.Namespace) -> dict:
               "keep_monthly": args.keep_monthly}
     if not profile_dir(args.profile).is_dir():
         raise Fail(f"profile {args.profile!r} has no backups ({profile_dir(args.profile)} missing)", EXIT_INPUT)
-    with global_lock(args.wait):
+    with global_lock(args.wait, f"prune of {args.profile}"):
         result = prune_tiered(args.profile, last=args.keep_last, daily=args.keep_daily, weekly=args.keep_weekly,
                               monthly=args.keep_monthly, dry_run=args.dry_run)
     return {"profile": args.profile, "policy": policy, "dry_run": args.dry_run, **result}

@@ -14,8 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from stackbackup.common import EXIT_INPUT, Fail, rand, run, say, sha256_file, sha256_text, step, utcnow
-from stackbackup.layout import AIIDA_HOME, AIIDA_HOME_RW, fsync_dir, reading, remove_tree, resolve
+from stackbackup.common import EXIT_INPUT, Fail, run, say, sha256_file, sha256_text, step
+from stackbackup.layout import AIIDA_HOME_RW, fsync_dir, reading, remove_tree, resolve
 from stackbackup.manifest import read_manifest
 
 try:  # the image has it; `list` and argument errors work without
@@ -216,58 +216,41 @@ def hashes_text(hashes: list[str]) -> str:
 
 
 def cmd_restore_repository(args: argparse.Namespace) -> dict:
+    """Copy a backup's repository into a new folder (`--target-path`, which must not exist) and check
+    it against the manifest. Swapping it in is `stack-backup swap`'s job."""
     folder, ident = resolve(args.profile, args.id)
-    roots = [home / "repository" for home in (AIIDA_HOME_RW, AIIDA_HOME)]
-    target = Path(os.path.normpath(args.target_path))
-    if (not os.path.isabs(args.target_path) or ".." in Path(args.target_path).parts
-            or not any(root in target.parents for root in roots)):
-        raise Fail(f"--target-path must be a folder inside {roots[0]}/ (got {args.target_path!r})", EXIT_INPUT)
-    if target.is_symlink() or (target.exists() and not target.is_dir()):
-        raise Fail(f"{target} is not a folder", EXIT_INPUT)
-    non_empty = target.is_dir() and any(target.iterdir())
-    if non_empty and not args.replace:
-        raise Fail(f"{target} is not empty; give --replace to replace it (the old one is kept aside until "
-                   f"the restore succeeded)", EXIT_INPUT)
-    root = next(root for root in roots if root in target.parents)
-    if not root.is_dir() or not os.access(root, os.W_OK):
-        raise Fail(f"{root} is not writable here: run restore-repository in a one-off container with the "
-                   f"aiida-home volume mounted read-write at {AIIDA_HOME_RW} (docker compose run --rm -v "
-                   f"<project>_aiida-home:{AIIDA_HOME_RW} backup stack-backup restore-repository ... "
-                   f"--target-path {AIIDA_HOME_RW}/repository/<name>)")
+    target = repository_path(args.target_path)
+    if target.exists() or target.is_symlink():
+        raise Fail(f"{target} exists: a restore copies into a new folder only", EXIT_INPUT)
     started = time.monotonic()
     with reading(folder):
         manifest = read_manifest(folder)
         target.parent.mkdir(parents=True, exist_ok=True)
-        staging = target.with_name(f".{target.name}.restoring-{rand(8)}")
-        staging.mkdir(mode=0o700)
-        os.chmod(staging, (target.stat().st_mode & 0o7777) if target.is_dir() else 0o755)
+        target.mkdir(mode=0o755)
         try:
             with step("copy repository"):
-                copy_tree(folder / "repository" / "container", staging / "container", 0o755, 0o644)
-            with step("check"), Container(staging / "container") as container:
+                copy_tree(folder / "repository" / "container", target / "container", 0o755, 0o644)
+            with step("check"), Container(target / "container") as container:
                 hashes = container_hashes(container)
                 digest = sha256_text(hashes_text(hashes))
                 if digest != manifest.get("repository_digest"):
                     raise Fail(f"the copied container holds {len(hashes)} objects, not the "
                                f"{manifest.get('repository_object_count')} of the backup (digest differs)")
-            with step("swap in"):
-                aside = None
-                if non_empty:
-                    aside = target.with_name(f"{target.name}.replaced-{utcnow().strftime('%Y%m%dT%H%M%SZ')}")
-                    os.rename(target, aside)
-                elif target.is_dir():
-                    target.rmdir()
-                try:
-                    os.rename(staging, target)
-                except BaseException:
-                    if aside is not None:
-                        os.rename(aside, target)
-                    raise
-                fsync_dir(target.parent)
-                if aside is not None:
-                    remove_tree(aside)
+            fsync_dir(target.parent)
         except BaseException:
-            remove_tree(staging)
+            remove_tree(target)
             raise
-    return {"id": ident, "profile": args.profile, "target_path": str(target), "replaced": non_empty,
+    return {"id": ident, "profile": args.profile, "target_path": str(target),
             "objects_restored": len(hashes), "seconds": round(time.monotonic() - started, 3)}
+
+
+def repository_path(path: str) -> Path:
+    """A repository folder the restore may write: inside the writable AiiDA home's repository/."""
+    root = AIIDA_HOME_RW / "repository"
+    target = Path(os.path.normpath(path))
+    if not os.path.isabs(path) or ".." in Path(path).parts or root not in target.parents:
+        raise Fail(f"repository paths must be folders inside {root}/ (got {path!r})", EXIT_INPUT)
+    if not AIIDA_HOME_RW.is_dir() or not os.access(AIIDA_HOME_RW, os.W_OK):
+        raise Fail(f"{AIIDA_HOME_RW} is not writable here: run this in a one-off container with the "
+                   f"aiida-home volume mounted read-write at {AIIDA_HOME_RW}")
+    return target

@@ -24,6 +24,7 @@ from stackbackup.common import (
 )
 from stackbackup.database import pg_connect, referenced_keys, restore_dump
 from stackbackup.layout import reading, resolve, write_json_atomic
+from stackbackup.locking import global_lock
 from stackbackup.manifest import MANIFEST_FORMAT, hashes_file, read_manifest
 from stackbackup.repository import container_hashes, hashes_text, open_backup_container
 
@@ -177,7 +178,7 @@ def cmd_verify(args: argparse.Namespace) -> tuple[dict, int]:
         password = (sys.stdin.readline() or "").rstrip("\r\n")
     started = utcnow()
     checks = Checks()
-    with reading(folder):
+    with global_lock(args.wait, f"verify of {args.profile} {ident}"), reading(folder):
         try:
             manifest = read_manifest(folder)
         except Fail as exc:
