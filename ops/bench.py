@@ -9,7 +9,7 @@ import time
 from packaging.version import Version
 from rich.table import Table
 
-from ops import backups, console, lifecycle, profiles
+from ops import backups, console, lifecycle, profiles, restore
 from ops.compose import Stack, json_result
 from ops.environment import Environment
 from ops.errors import StackError
@@ -106,7 +106,7 @@ def backup_benchmark(settings: Settings, nodes: int, megabytes: int, files: int,
         full_wall, full = timed(backups.backup, stack, [name], keep=None)
         incr_wall, incr = timed(backups.backup, stack, [name], keep=None)
         console.note(f"restore {name}/latest as {restored}")
-        restore_wall, _ = timed(backups.restore, stack, "latest", name, restored, False)
+        restore_wall, _ = timed(restore.restore, stack, "latest", name, restored, False)
         console.note("baseline again (the machine's state after the runs)")
         base.append(timed(baseline, stack, profile)[1])
     finally:

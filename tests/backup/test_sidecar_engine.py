@@ -288,11 +288,9 @@ def test_restore_database_into_a_new_database(stack, profile):
             == f"aiida_{profile}"
         owner = sql(stack, target, "SELECT tableowner FROM pg_tables WHERE tablename = 'db_dbnode'")
         assert owner == f"aiida_{profile}"
+        # only ever into a new database: swapping it in is `swap`'s job, with the daemon stopped
         code, result, _ = engine(stack, "restore-database", "--profile", profile, "latest", "--target-db", target)
-        assert code == 2 and "--replace" in result["error"]
-        code, result, _ = engine(stack, "restore-database", "--profile", profile, "latest", "--target-db", target,
-                                 "--replace")
-        assert code == 0 and result["replaced"] is True
+        assert code == 2 and "exists" in result["error"]
     finally:
         sql(stack, "postgres", f"DROP DATABASE IF EXISTS {target} WITH (FORCE)")
 
@@ -314,17 +312,13 @@ def test_restore_repository_in_a_one_off_container(stack, profile):
         assert code == 0, result
         latest = next(row for row in listing(stack, profile) if row["latest"])
         assert result["objects_restored"] == latest["repository_object_count"]
-        code, result = restore()
-        assert code == 2 and "--replace" in result["error"]
-        code, result = restore("--replace")
-        assert code == 0 and result["replaced"] is True
-        listed = stack.compose.exec_aiida(["sh", "-c", f"ls -A /home/aiida/.aiida/repository/ && "
-                                                       f"ls /home/aiida/.aiida/repository/{name}/container"],
-                                          capture=True)
-        assert f"{name}.replaced-" not in listed.stdout and "packs.idx" in listed.stdout
+        code, result = restore()  # only ever into a new folder
+        assert code == 2 and "exists" in result["error"]
+        listed = stack.compose.exec_aiida(["ls", f"/home/aiida/.aiida/repository/{name}/container"], capture=True)
+        assert "packs.idx" in listed.stdout
         # the sidecar itself (read-only AiiDA home) refuses
         code, result, _ = engine(stack, "restore-repository", "--profile", profile, "latest", "--target-path",
-                                 f"/aiida-home/repository/{name}-x")
+                                 f"/aiida-home-rw/repository/{name}-x")
         assert code == 1 and "read-write" in result["error"]
     finally:
         stack.compose.exec_aiida(["rm", "-rf", f"/home/aiida/.aiida/repository/{name}"], capture=True)
