@@ -13,7 +13,7 @@ import pytest
 from ops import backups, rules
 from ops.services import BACKUP, SERVICES
 
-from .test_backups import _backup, _ids, _node_value, _psql
+from .test_backups import _backup, _ids, _psql
 
 pytestmark = pytest.mark.stack
 
@@ -31,7 +31,7 @@ def _killed_restore(stack, step: str, *args: str) -> dict:
     return json.loads(_journal(stack).read_text())
 
 
-def _leftovers(stack, profile: str) -> list[str]:
+def _leftovers(stack) -> list[str]:
     """Staged or set-aside databases and repository folders of any restore."""
     databases = _psql(stack, "postgres", "SELECT datname FROM pg_database WHERE datname ~ '_(staged|old)_'")
     assert databases.returncode == 0, databases.stderr
@@ -39,42 +39,41 @@ def _leftovers(stack, profile: str) -> list[str]:
     return databases.stdout.split() + [f for f in folders.stdout.split() if f.startswith(".")]
 
 
-def _changed_after_backup(stack) -> tuple[str, str]:
-    """(backup id, uuid of a node stored after it): the node is there exactly when the old data is."""
+def _digest(stack) -> dict:
+    done = stack.run_script("digest.py")
+    assert done.returncode == 0, done.stdout + done.stderr
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+# the steps a kill can follow, and what the next command makes of it
+KILL_POINTS = [("stage", "staging", "rolled back"), ("swap database", "swapping", "rolled back"),
+               ("swap repository", "swapping", "rolled back"), ("check", "checked", "completed")]
+
+
+def test_restore_killed_at_any_step_leaves_the_profile_entirely_old_or_entirely_new(stack):
     assert stack.run_script("store_node.py", "31").returncode == 0
     backup_id = _backup(stack.cli)
-    changed = stack.run_script("store_node.py", "32")
-    assert changed.returncode == 0, changed.stderr
-    return backup_id, changed.stdout.split()[-1]
-
-
-def test_restore_killed_mid_swap_is_rolled_back_by_the_next_command(stack):
-    backup_id, change = _changed_after_backup(stack)
-    journal = _killed_restore(stack, "swap database", "--id", backup_id, "--yes")
-    assert journal["phase"] == "swapping"
-    # half swapped: the lock stays marked, so a scheduled backup refuses rather than save the mix
-    sidecar = stack.compose.container(BACKUP).exec_run(
-        ["stack-backup", "backup", "--profile", stack.settings.profile])
-    assert sidecar.exit_code == 3 and b"interrupted" in sidecar.output, sidecar.output
-    listed = stack.cli("profile.list", "--json")  # any command completes or rolls back first
-    assert listed.returncode == 0, listed.stdout + listed.stderr
-    assert "rolled back" in listed.stderr
-    assert not _journal(stack).exists()
-    assert _node_value(stack, change) == "32"  # the data from before the restore, all of it
-    assert _leftovers(stack, stack.settings.profile) == []
-    assert stack.health() == dict.fromkeys(SERVICES, "healthy")
-
-
-def test_restore_killed_after_its_checks_is_completed_by_the_next_command(stack):
-    backup_id, change = _changed_after_backup(stack)
-    journal = _killed_restore(stack, "check", "--id", backup_id, "--yes")
-    assert journal["phase"] == "checked"
-    resumed = stack.cli("restore", "--resume")
-    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    assert "completed" in resumed.stderr
-    assert _node_value(stack, change) is None  # the backup's data, all of it
-    assert _leftovers(stack, stack.settings.profile) == []
-    assert stack.health() == dict.fromkeys(SERVICES, "healthy")
+    restored = _digest(stack)  # what the backup holds
+    for step, phase, outcome in KILL_POINTS:
+        assert stack.run_script("store_node.py", "32").returncode == 0  # a change the restore takes away
+        before = _digest(stack)
+        assert before != restored
+        journal = _killed_restore(stack, step, "--id", backup_id, "--yes")
+        assert journal["phase"] == phase, step
+        if phase == "swapping":  # half swapped: the lock stays marked; a scheduled backup would save a mix
+            sidecar = stack.compose.container(BACKUP).exec_run(
+                ["stack-backup", "backup", "--profile", stack.settings.profile])
+            assert sidecar.exit_code == 3 and b"interrupted" in sidecar.output, sidecar.output
+        listed = stack.cli("profile.list", "--json")  # any command completes or rolls back first
+        assert listed.returncode == 0, listed.stdout + listed.stderr
+        assert outcome in listed.stderr, (step, listed.stderr)
+        assert not _journal(stack).exists()
+        assert _digest(stack) == (before if outcome == "rolled back" else restored), step
+        assert _leftovers(stack) == [], step
+        assert stack.health() == dict.fromkeys(SERVICES, "healthy"), step
+    retried = stack.cli("restore", "--id", backup_id, "--yes")
+    assert retried.returncode == 0, retried.stdout + retried.stderr
+    assert _digest(stack) == restored
     again = stack.cli("restore", "--resume")
     assert again.returncode == 0 and "nothing to do" in again.stderr
 
@@ -88,7 +87,7 @@ def test_a_killed_restore_into_a_new_profile_leaves_nothing_and_can_be_retried(s
     role = _psql(stack, "postgres", f"SELECT 1 FROM pg_roles WHERE rolname = '{rules.database_name('halfway')}'")
     assert role.returncode == 0 and role.stdout.strip() == ""
     assert not list(stack.compose.state.glob("secrets/*halfway*"))
-    assert _leftovers(stack, "halfway") == []
+    assert _leftovers(stack) == []
     retried = stack.cli("restore", "--id", backup_id, "--as", "halfway")
     assert retried.returncode == 0, retried.stdout + retried.stderr
     deleted = stack.cli("profile.delete", "halfway", "--yes")
