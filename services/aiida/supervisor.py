@@ -45,6 +45,7 @@ import time
 import compat
 import daemon
 import health
+import outages
 import profiles
 import warm
 from common import (
@@ -197,8 +198,12 @@ def supervise() -> None:
     watches: dict[str, Watch] = {}
     names: list[str] = []
     next_health = 0.0
+    postgres = outages.PostgresWatch()
     while not stopping.is_set():
         names = current_profiles(names)
+        if postgres.restarted():
+            for name in outages.recover(names):
+                watches.setdefault(name, Watch()).next_check = 0.0  # started again at once, below
         for gone in set(watches) - set(names):
             del watches[gone]
             ready.discard(gone)

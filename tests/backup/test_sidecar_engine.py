@@ -215,7 +215,7 @@ def test_concurrent_backup_is_refused_while_the_lock_is_held(stack, profile):
         else:
             pytest.fail("the lock holder never got the lock")
         code, result, _ = engine(stack, "backup", "--profile", profile)
-        assert code == 3 and "another backup is running" in result["error"]
+        assert code == 3 and "the stack's lock is held by another command" in result["error"]
         start = time.monotonic()
         code, result, _ = engine(stack, "backup", "--profile", profile, "--wait", "2")
         assert code == 3 and time.monotonic() - start >= 2

@@ -42,8 +42,8 @@ def holder() -> dict:
 
 
 def describe(record: dict) -> str:
-    if not record:
-        return "another command"
+    if record.get("state") != "held":
+        return "another command (it did not record itself)"
     return f"{record.get('holder') or 'another command'} (since {str(record.get('since', '?'))[:19]} UTC)"
 
 
