@@ -1,0 +1,56 @@
+"""A service crashes under load: its container's main process is SIGKILLed from the host (a crash,
+which the restart policy handles; `docker kill` would count as a manual stop) while calculations run.
+Every calculation submitted before the fault finishes ok without a hand touching it, and the stack
+is healthy again."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import pytest
+
+from ops.services import AIIDA, BACKUP, POSTGRES, RABBITMQ, SERVICES
+
+pytestmark = pytest.mark.stack
+
+CALCULATIONS = 20
+FINISH_TIMEOUT = 240
+
+
+def _states(stack, pks: list[str]) -> dict[str, list]:
+    done = stack.run_script("process_states.py", *pks)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+def _until(condition, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = condition()
+        if result:
+            return result
+        time.sleep(3)
+    pytest.fail(f"{what} not within {timeout:.0f} s")
+
+
+@pytest.mark.parametrize("service", [POSTGRES, RABBITMQ, AIIDA, BACKUP])
+def test_every_calculation_finishes_after_a_service_crashes_under_load(stack, service):
+    submitted = stack.run_script("submit_adds.py", str(CALCULATIONS))
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    pks = submitted.stdout.split()[-CALCULATIONS:]
+    container = stack.compose.container(service)
+    started = container.attrs["State"]["StartedAt"]
+    os.kill(container.attrs["State"]["Pid"], signal.SIGKILL)  # the main process: a crash
+    _until(lambda: stack.compose.container(service).attrs["State"]["StartedAt"] != started, 60,
+           f"{service} restarted by its restart policy")
+
+    def all_finished():
+        states = _states(stack, pks)
+        return states if all(state[0] in ("finished", "excepted", "killed") for state in states.values()) else None
+
+    states = _until(all_finished, FINISH_TIMEOUT, f"the {CALCULATIONS} calculations finished after {service} crashed")
+    assert {pk: state for pk, state in states.items() if state != ["finished", 0]} == {}
+    _until(lambda: stack.health() == dict.fromkeys(SERVICES, "healthy"), 120, "the stack healthy again")
