@@ -117,13 +117,15 @@ def scratch_postgres(stack: Stack) -> Iterator[tuple[str, str]]:
     folder.mkdir(mode=0o700, parents=True)
     secrets.write_private(folder / "postgres_password", password)
     secrets.write_private(folder / "aiida_db_password", token.token_urlsafe(24))
+    secrets.write_private(folder / "backup_db_password", token.token_urlsafe(24))
     # The image the stack's PostgreSQL runs (not the current sources' tag): same server, same version.
     image = stack.container(POSTGRES).attrs["Config"]["Image"]
     try:
         container = docker.containers.run(
             image, detach=True, name=name, network=f"{stack.settings.name}_backend",
             environment={"POSTGRES_PASSWORD_FILE": "/run/secrets/postgres_password",
-                         "AIIDA_DB_PASSWORD_FILE": "/run/secrets/aiida_db_password", "AIIDA_PROFILE": "scratch"},
+                         "AIIDA_DB_PASSWORD_FILE": "/run/secrets/aiida_db_password", "AIIDA_PROFILE": "scratch",
+                         "BACKUP_DB_PASSWORD_FILE": "/run/secrets/backup_db_password"},
             volumes={str(folder): {"bind": "/run/secrets", "mode": "ro"}},
             labels={"aiida-stack.scratch": stack.settings.name})
     except DockerException as exc:

@@ -12,7 +12,7 @@ DATA_VOLUMES = ("postgres-data", "rabbitmq-data", AIIDA_HOME_VOLUME)
 BACKUP_VOLUMES = ("backups",)
 
 # Secret files generated on first `up` (ops/secrets.py), one per credential.
-SECRETS = ("postgres_password", "aiida_db_password", "rabbitmq_password")
+SECRETS = ("postgres_password", "aiida_db_password", "rabbitmq_password", "backup_db_password")
 
 AIIDA_USER = "aiida"
 BACKUP_USER = "stack-backup"

@@ -26,8 +26,10 @@ role="aiida_$profile"
 
 PG_SUPER_PW=$(read_secret POSTGRES_PASSWORD_FILE "${POSTGRES_PASSWORD_FILE:-}")
 AIIDA_DB_PW=$(read_secret AIIDA_DB_PASSWORD_FILE "${AIIDA_DB_PASSWORD_FILE:-}")
-[ -n "$PG_SUPER_PW" ] && [ -n "$AIIDA_DB_PW" ] || die "empty password secret"
-export PG_SUPER_PW AIIDA_DB_PW   # read by psql's \getenv: never in argv or logs
+BACKUP_DB_PW=$(read_secret BACKUP_DB_PASSWORD_FILE "${BACKUP_DB_PASSWORD_FILE:-}")
+BACKUP_DB_USER=${BACKUP_DB_USER:-stack_backup}
+[ -n "$PG_SUPER_PW" ] && [ -n "$AIIDA_DB_PW" ] && [ -n "$BACKUP_DB_PW" ] || die "empty password secret"
+export PG_SUPER_PW AIIDA_DB_PW BACKUP_DB_PW   # read by psql's \getenv: never in argv or logs
 
 # Named volumes may come up root-owned.
 chown postgres:postgres "$PGDATA" && chmod 0700 "$PGDATA"
@@ -45,12 +47,23 @@ fi
 as_postgres pg_ctl -D "$PGDATA" -s -w -t 60 \
     -o "-c config_file=$CONF -c listen_addresses=''" start
 
-as_postgres psql -X -q -v ON_ERROR_STOP=1 -d postgres <<'SQL'
+as_postgres psql -X -q -v ON_ERROR_STOP=1 -v backup_role="$BACKUP_DB_USER" -d postgres <<'SQL'
 \set VERBOSITY terse
 \set SHOW_CONTEXT never
 \getenv super_pw PG_SUPER_PW
+\getenv backup_pw BACKUP_DB_PW
 SET log_min_error_statement = panic;
 ALTER ROLE postgres WITH PASSWORD :'super_pw';
+-- The backup sidecar's role: reads everything (pg_read_all_data), writes nothing, owns nothing.
+SELECT NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'backup_role') AS backup_role_missing \gset
+\if :backup_role_missing
+CREATE ROLE :"backup_role" WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION;
+\endif
+ALTER ROLE :"backup_role" WITH PASSWORD :'backup_pw';
+GRANT pg_read_all_data TO :"backup_role";
+-- CONNECT on every profile's database (revoked from PUBLIC there); new ones get it in stack-profile-db.
+SELECT format('GRANT CONNECT ON DATABASE %I TO %I', datname, :'backup_role')
+FROM pg_database WHERE datname LIKE 'aiida\_%' \gexec
 SQL
 
 # The bootstrap profile's role and database are created once, when the cluster is new (a marker
@@ -70,6 +83,6 @@ else
 fi
 
 as_postgres pg_ctl -D "$PGDATA" -s -w -m fast stop
-unset PG_SUPER_PW AIIDA_DB_PW
+unset PG_SUPER_PW AIIDA_DB_PW BACKUP_DB_PW
 echo "postgres-entrypoint: roles ready; starting postgres"
 exec setpriv --reuid=postgres --regid=postgres --init-groups postgres -D "$PGDATA" -c "config_file=$CONF"

@@ -30,9 +30,10 @@ role="aiida_$name"
 psql_() {  # psql as postgres over the unix socket; errors stop the script, terse messages.
     if [ "$(id -u)" = 0 ]; then
         setpriv --reuid=postgres --regid=postgres --init-groups psql -X -q -At -v ON_ERROR_STOP=1 \
-            -v role="$role" -d postgres "$@"
+            -v role="$role" -v backup_role="${BACKUP_DB_USER:-stack_backup}" -d postgres "$@"
     else
-        psql -X -q -At -v ON_ERROR_STOP=1 -v role="$role" -d postgres "$@"
+        psql -X -q -At -v ON_ERROR_STOP=1 -v role="$role" -v backup_role="${BACKUP_DB_USER:-stack_backup}" \
+            -d postgres "$@"
     fi
 }
 
@@ -102,6 +103,9 @@ CREATE DATABASE :"role" OWNER :"role" ENCODING 'UTF8' TEMPLATE template0
 -- Profiles are isolated: only the owning role (and superusers) may connect.
 REVOKE CONNECT, TEMPORARY ON DATABASE :"role" FROM PUBLIC;
 GRANT CONNECT, TEMPORARY ON DATABASE :"role" TO :"role";
+-- the backup sidecar's read-only role (created by the entrypoint) dumps it
+SELECT format('GRANT CONNECT ON DATABASE %I TO %I', :'role', rolname) FROM pg_roles
+WHERE rolname = :'backup_role' \gexec
 SQL
     then
         drop_sql || true

@@ -245,11 +245,13 @@ class Sidecar:
         secret_dir = secret_dir or secrets.secrets_dir(stack.settings)
         self.container = self.docker.containers.run(
             image, detach=True, name=self.name, network=f"{stack.name}_backend",
-            environment={"PGHOST": "postgres", "PGUSER": "postgres",
-                         "POSTGRES_PASSWORD_FILE": "/run/secrets/postgres_password", **env},
+            environment={"PGHOST": "postgres", "BACKUP_DB_USER": "stack_backup",
+                         "POSTGRES_PASSWORD_FILE": "/run/secrets/postgres_password",
+                         "BACKUP_DB_PASSWORD_FILE": "/run/secrets/backup_db_password", **env},
             volumes={f"{stack.name}_aiida-home": {"bind": "/aiida-home", "mode": "ro"},
                      self.volume: {"bind": "/backups", "mode": "rw"},
-                     str(secret_dir / "postgres_password"): {"bind": "/run/secrets/postgres_password", "mode": "ro"}},
+                     **{str(secret_dir / name): {"bind": f"/run/secrets/{name}", "mode": "ro"}
+                        for name in ("postgres_password", "backup_db_password")}},
         )
 
     def exec(self, *argv: str, user: str = "root") -> tuple[int, str]:

@@ -21,7 +21,8 @@ IMAGE = image_ref("postgres")
 HEALTHCHECK = ["pg_isready", "-q", "-h", "127.0.0.1", "-U", "postgres"]  # as in compose.yaml
 PROFILE = "test"
 ROLE = f"aiida_{PROFILE}"
-SECRETS = {"postgres_password": "super-Secret'1", "aiida_db_password": "profile-Secret'2"}
+SECRETS = {"postgres_password": "super-Secret'1", "aiida_db_password": "profile-Secret'2",
+           "backup_db_password": "reader-Secret'3"}
 
 
 def write_secrets(directory: Path, values: dict[str, str]) -> None:
@@ -36,6 +37,8 @@ def postgres_container(secret_dir: Path, profile: str = PROFILE) -> DockerContai
         DockerContainer(IMAGE)
         .with_env("POSTGRES_PASSWORD_FILE", "/run/secrets/postgres_password")
         .with_env("AIIDA_DB_PASSWORD_FILE", "/run/secrets/aiida_db_password")
+        .with_env("BACKUP_DB_PASSWORD_FILE", "/run/secrets/backup_db_password")
+        .with_env("BACKUP_DB_USER", "stack_backup")
         .with_env("AIIDA_PROFILE", profile)
         .with_kwargs(init=True)
     )
@@ -111,6 +114,25 @@ def test_other_roles_cannot_connect_to_the_profile_database(postgres):
     result = psql_tcp(postgres, "intruder", "intruder", "SELECT 1")
     assert result.exit_code != 0
     assert "permission denied" in result.output.decode()
+
+
+def test_the_backup_role_reads_every_profile_database_and_writes_nothing(postgres):
+    reader = ("stack_backup", SECRETS["backup_db_password"])
+    psql_local(postgres, "CREATE TABLE kept (x int); INSERT INTO kept VALUES (1)", database=ROLE)
+    try:
+        assert psql_tcp(postgres, *reader, "SELECT x FROM kept").output.decode().strip() == "1"
+        for sql in ("INSERT INTO kept VALUES (2)", "CREATE TABLE taken (x int)", "DELETE FROM kept"):
+            refused = psql_tcp(postgres, *reader, sql)
+            assert refused.exit_code != 0 and "permission denied" in refused.output.decode(), sql
+        flags = psql_local(postgres, "SELECT rolsuper, rolcreatedb, rolcreaterole, rolreplication FROM pg_roles "
+                                     "WHERE rolname = 'stack_backup'")
+        assert flags == "f|f|f|f"
+        # a profile created later is readable too (stack-profile-db grants CONNECT)
+        assert profile_db(postgres, "create", "later", password="later-Secret'4")[0] == 0
+        assert psql_tcp(postgres, *reader, "SELECT current_user", "aiida_later").exit_code == 0
+        assert profile_db(postgres, "drop", "later")[0] == 0
+    finally:
+        psql_local(postgres, "DROP TABLE kept", database=ROLE)
 
 
 def test_passwords_never_reach_the_logs(postgres):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import re
 import time
 from pathlib import Path
@@ -19,6 +20,9 @@ if TYPE_CHECKING:
     import psycopg
 
 PG_NAME_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+# Dumps connect as the read-only role (PGUSER, pg_read_all_data); restores need the superuser.
+ADMIN = "postgres"
+READER = os.environ.get("BACKUP_DB_USER", "stack_backup")
 # the repository keys every node references (its repository_metadata's `k` values, at any depth)
 REFERENCED_KEYS_SQL = """
 SELECT DISTINCT jsonb_path_query(repository_metadata, 'lax $.**.k ? (@.type() == "string")') #>> '{}'
@@ -27,7 +31,9 @@ FROM db_dbnode WHERE repository_metadata IS NOT NULL AND repository_metadata != 
 
 
 def restore_dump(folder: Path, dbname: str, *, role: str | None = None, env: dict[str, str] | None = None) -> None:
-    """pg_restore a backup's dump (2 jobs, no owner or privileges from the source) into database `dbname`."""
+    """pg_restore a backup's dump (2 jobs, no owner or privileges from the source) into database `dbname`
+    (as the superuser unless `env` names another server)."""
+    env = env or {**os.environ, "PGUSER": ADMIN}
     run(["pg_restore", "--jobs=2", "--no-owner", "--no-privileges", *([f"--role={role}"] if role else []),
          "--exit-on-error", f"--dbname={dbname}", str(folder / "database")], env=env, what="pg_restore")
 
@@ -102,7 +108,7 @@ def cmd_restore_database(args: argparse.Namespace) -> dict:
     started = time.monotonic()
     with reading(folder):
         manifest = read_manifest(folder)
-        with pg_connect("postgres") as admin:
+        with pg_connect("postgres", user=ADMIN) as admin:
             admin.autocommit = True
             if not admin.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (owner,)).fetchone():
                 raise Fail(f"role {owner} does not exist: create the profile's role first", EXIT_INPUT)
@@ -113,11 +119,14 @@ def cmd_restore_database(args: argparse.Namespace) -> dict:
                     sql.Identifier(target), sql.Identifier(owner)))
                 admin.execute(sql.SQL("REVOKE CONNECT, TEMPORARY ON DATABASE {} FROM PUBLIC").format(
                     sql.Identifier(target)))
+                with contextlib.suppress(Exception):  # the reader dumps it once swapped in
+                    admin.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(
+                        sql.Identifier(target), sql.Identifier(READER)))
             loaded = False
             try:
                 with step("load dump"):
                     restore_dump(folder, target, role=owner)
-                with step("check"), pg_connect(target) as conn:
+                with step("check"), pg_connect(target, user=ADMIN) as conn:
                     nodes = conn.execute("SELECT count(*) FROM db_dbnode").fetchone()[0]
                     schema = conn.execute("SELECT version_num FROM alembic_version").fetchone()[0]
                     if nodes != manifest.get("node_count"):

@@ -18,7 +18,7 @@ from pathlib import Path
 from stack_rules import RESTORE_DATABASE_RE, RESTORE_FOLDER_RE
 
 from stackbackup.common import EXIT_INPUT, Fail, say
-from stackbackup.database import pg_connect
+from stackbackup.database import ADMIN, pg_connect
 from stackbackup.layout import fsync_dir, remove_tree
 from stackbackup.repository import repository_path
 
@@ -36,7 +36,7 @@ def cmd_swap(args: argparse.Namespace) -> dict:
             raise Fail(f"{path} is not a staged or set-aside folder beside {live}", EXIT_INPUT)
     databases: list = []
     folders: list = []
-    with pg_connect("postgres") as admin:
+    with pg_connect("postgres", user=ADMIN) as admin:
         admin.autocommit = True
         if args.action in ("in", "back"):
             swap_database, swap_folder = ((_swap_in_database, _swap_in_folder) if args.action == "in"
