@@ -21,12 +21,12 @@ from ops import completion_cache, console, engine, locking, profiles, secrets
 from ops.compose import Stack, last_json
 from ops.errors import StackError
 from ops.rules import LATEST
-from ops.services import AIIDA_HOME_RW_IN_BACKUP, BACKUP, POSTGRES
+from ops.services import BACKUP, POSTGRES
 
 ENGINE = "stack-backup"
 
 
-def _result(done, what: str, failure_has_result: str | None = None) -> dict:
+def result(done, what: str, failure_has_result: str | None = None) -> dict:
     """The engine's JSON result; StackError with its reason if it failed, unless the failure still
     carries a result with the key `failure_has_result` (verify exits 1 with its checks)."""
     result = last_json(done.stdout) or {}
@@ -40,16 +40,7 @@ def engine_call(stack: Stack, *args: str, input: str | None = None, failure_has_
     """`stack-backup ARGS` in the running sidecar (AiiDA home mounted read-only)."""
     done = stack.run("exec", "-T", *locking.token_args(stack), BACKUP, ENGINE, *args, capture=True, check=False,
                      input=input)
-    return _result(done, f"{ENGINE} {args[0]}", failure_has_result)
-
-
-def engine_call_writable(stack: Stack, *args: str, labels: dict[str, str] | None = None) -> dict:
-    """`stack-backup ARGS` in a one-off sidecar with the AiiDA home mounted read-write (restores)."""
-    volume = f"{stack.settings.name}_aiida-home:{AIIDA_HOME_RW_IN_BACKUP}"
-    tags = [f"--label={key}={value}" for key, value in (labels or {}).items()]
-    done = stack.run("run", "--rm", "--no-deps", "-T", *tags, *locking.token_args(stack), "-v", volume, BACKUP,
-                     ENGINE, *args, capture=True, check=False)
-    return _result(done, f"{ENGINE} {args[0]}")
+    return result(done, f"{ENGINE} {args[0]}", failure_has_result)
 
 
 # ------------------------------------------------------------------------------------------ backup

@@ -7,8 +7,6 @@ profile (stack/daemon.disabled.<profile>) that tells it not to, across container
 
 from __future__ import annotations
 
-from tenacity import Retrying, retry_if_result, stop_after_delay, wait_fixed
-
 from ops import console, profiles, wait
 from ops.compose import Stack, json_result
 from ops.errors import StackError
@@ -17,7 +15,6 @@ from ops.rules import daemon_stop_marker
 from ops.services import AIIDA, AIIDA_HOME_IN_AIIDA
 
 RECOVERY_TIMEOUT = 120
-STOP_TIMEOUT = 90
 
 
 def disabled_marker(profile: str) -> str:
@@ -56,10 +53,6 @@ def status(stack: Stack, profile: str | None = None) -> None:
     verdi_daemon(stack, _name(stack, profile), "status")
 
 
-def _running(stack: Stack, profile: str) -> bool:
-    return stack.exec_aiida(["verdi", "-p", profile, "daemon", "status"], capture=True).returncode == 0
-
-
 def start(stack: Stack, profile: str | None = None) -> None:
     """Start the daemon now: the marker goes, and the service's supervisor, the one place that starts
     daemons, starts it within a second (two starters at once could each take the other's fresh
@@ -73,17 +66,16 @@ def start(stack: Stack, profile: str | None = None) -> None:
 def stop(stack: Stack, profile: str | None = None) -> None:
     """Stop the daemon and keep it stopped until start (the service stays healthy: it should not run).
 
-    `verdi daemon stop` gives up after daemon.timeout seconds while busy workers are still shutting
-    down; what counts is that the daemon is gone soon after."""
+    The marker first (the supervisor leaves the daemon alone), then the service's own stop: SIGTERM to
+    circusd, as `verdi daemon stop` asks, workers given a few seconds, then killed (their processes'
+    tasks go back to the broker). No verdi start-up, and no daemon.timeout that busy workers outlast."""
     name = _name(stack, profile)
     _marker(stack, name, present=True)
-    if stack.exec_aiida(["verdi", "-p", name, "daemon", "stop"]).returncode == 0:
-        return
-    gone = Retrying(stop=stop_after_delay(STOP_TIMEOUT), wait=wait_fixed(1), retry=retry_if_result(lambda ok: not ok),
-                    retry_error_callback=lambda _: False)
-    if not gone(lambda: not _running(stack, name)):
-        raise StackError(f"the daemon of {name} still runs {STOP_TIMEOUT} s after `verdi daemon stop`")
-    console.note(f"the daemon of {name} stopped after verdi's own timeout")
+    done = stack.exec_aiida([profiles.PROFILE_CLI, "daemon-stop", name], capture=True)
+    result = json_result(done.returncode, done.stdout, f"stopping the daemon of {name}", done.stderr)
+    if result["running"]:
+        raise StackError(f"the daemon of {name} still runs after it was stopped; see ./stack logs --service aiida")
+    console.step(f"daemon of {name} stopped" if result["stopped"] else f"daemon of {name} was not running")
 
 
 def restart(stack: Stack, profile: str | None = None) -> None:

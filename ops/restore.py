@@ -17,6 +17,7 @@ import json
 import os
 import secrets as token
 import signal
+import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -50,8 +51,10 @@ class Plan:
     new_profile: bool
     serving: bool  # its daemon ran before: start it at the end
     names: dict = field(default_factory=dict)
+    head: str = ""  # this aiida-core's schema
     phase: str = STAGING
     adopted: bool = False
+    checked: dict = field(default_factory=dict)  # what the live database held after the swap
     started: str = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc).isoformat())
 
     def path(self, key: str) -> str:
@@ -100,8 +103,9 @@ def restore(stack: Stack, ident: str, source: str, target: str, yes: bool, durin
     with locking.held(stack, f"restore of {source}/{ident} into {target}", wait=wait, journal=True):
         existing = next((p for p in listing["profiles"] if p["name"] == target), None)
         holds_data = _confirmed(existing, target, yes)
-        chosen = _verified(stack, source, ident)
+        chosen, head = _verified(stack, source, ident)
         plan = _plan(stack, chosen, source, target, existing, during_rollback)
+        plan.head = head
         safety = None
         if holds_data and not during_rollback:
             console.note(f"safety backup of {target} (online: its daemon keeps running)")
@@ -112,19 +116,19 @@ def restore(stack: Stack, ident: str, source: str, target: str, yes: bool, durin
                 password = profiles.create_database(stack, target)
             _stage(stack, plan)
             _killed_after("stage")
+            stopped = time.monotonic()
             if plan.serving:
                 daemon.stop(stack, target)
-                console.step(f"daemon of {target} stopped")
             elif plan.new_profile:
                 daemon.keep_stopped(stack, target)  # the service starts a daemon for a new entry at once
             _save(stack, plan, SWAPPING)
-            _swap(stack, plan, "in")
+            swapped = _swap(stack, plan, "in")
             _save(stack, plan, SWAPPED)
             if plan.new_profile:
                 _adopt(stack, target, password, _backed_up_entry(stack, source, chosen["id"]))
                 plan.adopted = True
                 _save(stack, plan)
-            settled = _check(stack, plan, chosen)
+            _check(plan, chosen, swapped)
             _save(stack, plan, CHECKED)
             _killed_after("check")
         except BaseException as exc:
@@ -133,8 +137,9 @@ def restore(stack: Stack, ident: str, source: str, target: str, yes: bool, durin
             raise StackError(f"restore of {source}/{chosen['id']} into {target} failed and was rolled back ("
                              + ("the half-made profile was removed" if plan.new_profile
                                 else f"{target} holds its data from before") + f"): {exc}") from None
-        _finish(stack, plan, settled["current"], start_daemon=not during_rollback)
-    return _summary(plan, chosen, settled, safety, time.monotonic() - start)
+        _finish(stack, plan, start_daemon=not during_rollback)
+        down = time.monotonic() - stopped if plan.serving else None
+    return _summary(plan, chosen, safety, time.monotonic() - start, down)
 
 
 def _confirmed(existing: dict | None, target: str, yes: bool) -> bool:
@@ -149,7 +154,7 @@ def _confirmed(existing: dict | None, target: str, yes: bool) -> bool:
     return holds_data
 
 
-def _verified(stack: Stack, source: str, ident: str) -> dict:
+def _verified(stack: Stack, source: str, ident: str) -> tuple[dict, str]:
     console.note(f"verify: {source} {ident} (checksums, repository objects and their content)")
     checked = backups.verify(stack, source, ident, scratch=False)
     if not checked["ok"]:
@@ -163,7 +168,7 @@ def _verified(stack: Stack, source: str, ident: str) -> dict:
                          f"it was written by a newer aiida-core ({chosen.get('aiida_version') or 'unknown'}); "
                          "upgrade the stack first (./stack upgrade); nothing touched", code=2)
     console.step(f"verified {chosen['id']} ({chosen['node_count']} nodes, schema {chosen.get('schema_version')})")
-    return chosen
+    return chosen, known["head"]
 
 
 def _schema_known(stack: Stack, revision: str | None) -> dict:
@@ -198,9 +203,21 @@ def _plan(stack: Stack, chosen: dict, source: str, target: str, existing: dict |
 # -------------------------------------------------------------------------------------------- steps
 
 
+_workers: dict[str, object] = {}  # restore id → its one-off sidecar container
+
+
 def _oneoff(stack: Stack, plan: Plan, *args: str) -> dict:
-    """`stack-backup ARGS` in a one-off sidecar with the AiiDA home writable, labelled with the restore."""
-    return backups.engine_call_writable(stack, *args, labels={LABEL: plan.id})
+    """`stack-backup ARGS` in this restore's worker: a one-off sidecar with the AiiDA home writable,
+    labelled with the restore (started on first use: each step is then an exec, not a container start)."""
+    worker = _workers.get(plan.id)
+    if worker is None:
+        volume = f"{stack.settings.name}_aiida-home:{AIIDA_HOME_RW_IN_BACKUP}"
+        stack.run("run", "-d", "--rm", "--no-deps", "-T", f"--label={LABEL}={plan.id}", "-v", volume, BACKUP,
+                  "sleep", "infinity", capture=True)
+        worker = _workers[plan.id] = engine.client().containers.list(filters={"label": f"{LABEL}={plan.id}"})[0]
+    done = subprocess.run(["docker", "exec", *locking.token_args(stack), worker.id, locking.ENGINE, *args],
+                          capture_output=True, text=True)
+    return backups.result(done, f"{locking.ENGINE} {args[0]}")
 
 
 def _stage(stack: Stack, plan: Plan) -> None:
@@ -222,34 +239,41 @@ def _swap_args(plan: Plan) -> list[str]:
             "--repository", plan.path("live"), plan.path("staged_folder"), plan.path("old_folder")]
 
 
-def _swap(stack: Stack, plan: Plan, action: str) -> None:
-    if action == "in":
-        for part in ("database", "repository"):
-            done = _oneoff(stack, plan, "swap", "in", "--part", part, *_swap_args(plan))
-            console.step(f"swapped {part}: {', '.join(done[part]) or 'already done'}")
-            _killed_after(f"swap {part}")
-    else:
+def _swap(stack: Stack, plan: Plan, action: str) -> dict:
+    """Swap in (database, then repository: two calls, so that a kill between them is a state the
+    tests reach) or back; the swap-in's result says what the live database holds now."""
+    if action == "back":
         done = _oneoff(stack, plan, "swap", action, *_swap_args(plan))
         console.step(f"swapped back: {', '.join(done['database'] + done['repository']) or 'nothing to undo'}")
+        return done
+    swapped = {}
+    for part in ("database", "repository"):
+        done = _oneoff(stack, plan, "swap", "in", "--part", part, *_swap_args(plan))
+        console.step(f"swapped {part}: {', '.join(done[part]) or 'already done'}")
+        swapped.update(done)
+        _killed_after(f"swap {part}")
+    return swapped
 
 
-def _check(stack: Stack, plan: Plan, chosen: dict) -> dict:
-    done = stack.exec_aiida([profiles.PROFILE_CLI, "after-restore", plan.target, "--check-only"], capture=True)
-    settled = json_result(done.returncode, done.stdout, f"checking the restored storage of {plan.target}",
-                          done.stderr)
-    if settled["nodes"] != chosen["node_count"]:
-        raise StackError(f"{plan.target} holds {settled['nodes']} nodes after the swap, the backup "
-                         f"{chosen['node_count']}")
-    console.step(f"check: {settled['nodes']} nodes read through the profile, as in the manifest")
-    return settled
+def _check(plan: Plan, chosen: dict, swapped: dict) -> None:
+    """The live database (the target's own, by its config entry's name) holds what the backup does."""
+    if swapped.get("nodes") != chosen["node_count"] or swapped.get("schema") != chosen.get("schema_version"):
+        raise StackError(f"{plan.database} holds {swapped.get('nodes')} nodes of schema {swapped.get('schema')} "
+                         f"after the swap, the backup {chosen['node_count']} of {chosen.get('schema_version')}")
+    plan.checked = {key: swapped[key] for key in ("nodes", "schema", "active_processes")}
+    console.step(f"check: {plan.database} holds the backup's {swapped['nodes']} nodes, schema {swapped['schema']}")
 
 
-def _finish(stack: Stack, plan: Plan, current: bool, start_daemon: bool = True) -> None:
+def _finish(stack: Stack, plan: Plan, start_daemon: bool = True) -> None:
     """After the checks passed: repair the broker's tasks, start the daemon, drop the replaced copies."""
-    if current:
+    current = plan.checked["schema"] == plan.head
+    if current and plan.checked["active_processes"]:
         done = stack.exec_aiida([profiles.PROFILE_CLI, "after-restore", plan.target], capture=True)
         json_result(done.returncode, done.stdout, f"repairing the process tasks of {plan.target}", done.stderr)
-        console.step(f"{plan.target}: process tasks repaired (broker state is not in backups)")
+        console.step(f"{plan.target}: tasks of its {plan.checked['active_processes']} unfinished process(es) "
+                     "repaired (broker state is not in backups)")
+    elif current:
+        console.step(f"{plan.target}: no unfinished process, no task to repair")
     else:
         console.note(f"{plan.target}: its schema is older than this aiida-core's: not migrated (no silent "
                      f"migrations); run ./stack migrate --profile {plan.target}")
@@ -258,6 +282,7 @@ def _finish(stack: Stack, plan: Plan, current: bool, start_daemon: bool = True) 
         console.step(f"daemon of {plan.target} started")
     _drop(stack, plan, "old_database", "old_folder")
     _journal(stack).unlink(missing_ok=True)
+    _remove_workers(plan)
 
 
 def _drop(stack: Stack, plan: Plan, database: str, folder: str) -> None:
@@ -280,14 +305,17 @@ def _roll_back(stack: Stack, plan: Plan) -> None:
         daemon.start(stack, plan.target)
         console.step(f"daemon of {plan.target} started")
     _journal(stack).unlink(missing_ok=True)
+    _remove_workers(plan)
 
 
 def _remove_workers(plan: Plan) -> None:
     """One-off containers of this restore still running (their ./stack was killed)."""
+    known = _workers.pop(plan.id, None)
     for container in engine.client().containers.list(filters={"label": f"{LABEL}={plan.id}"}):
         with contextlib.suppress(Exception):
             container.remove(force=True)
-            console.note(f"removed the leftover worker {container.name}")
+            if known is None:
+                console.note(f"removed the leftover worker {container.name}")
 
 
 def _undo_new_profile(stack: Stack, plan: Plan) -> None:
@@ -324,8 +352,7 @@ def resume(stack: Stack, asked: bool = False) -> bool:
                      f"(phase {plan.phase}, started {plan.started[:19]} UTC)")
         _remove_workers(plan)
         if plan.phase == CHECKED:
-            current = _check(stack, plan, backups.find(stack, plan.source, plan.backup))["current"]
-            _finish(stack, plan, current)
+            _finish(stack, plan)
             console.step(f"completed: {plan.target} holds the backup {plan.backup}")
         else:
             with interrupts_held():
@@ -363,15 +390,18 @@ def _adopt(stack: Stack, target: str, password: str, entry: dict) -> None:
     console.step(f"profile {target}: entry with this stack's credentials and broker")
 
 
-def _summary(plan: Plan, chosen: dict, settled: dict, safety: str | None, seconds: float) -> Table:
+def _summary(plan: Plan, chosen: dict, safety: str | None, seconds: float, down: float | None) -> Table:
     summary = Table("restore", "", title=f"restored {plan.source}/{chosen['id']} into {plan.target}",
                     title_justify="left")
-    summary.add_row("nodes", str(settled["nodes"]))
+    schema = plan.checked["schema"]
+    summary.add_row("nodes", str(plan.checked["nodes"]))
     summary.add_row("repository objects", str(chosen["repository_object_count"]))
-    summary.add_row("schema", settled["schema"] if settled["current"] else
-                    f"[yellow]{settled['schema']}, older than this aiida-core's {settled['head']}[/]: "
+    summary.add_row("schema", schema if schema == plan.head else
+                    f"[yellow]{schema}, older than this aiida-core's {plan.head}[/]: "
                     f"./stack migrate --profile {plan.target} (backs up first, rolls back on failure)"
                     + ("; the daemon stays stopped until then" if plan.serving else ""))
     summary.add_row("safety backup of the replaced data", safety or "not needed (target held no data)")
     summary.add_row("duration", f"{seconds:.1f} s")
+    if down is not None:
+        summary.add_row("daemon down", f"{down:.1f} s (stop → swap → check → start)")
     return summary

@@ -29,6 +29,10 @@
       DB password on stdin. The config entry of a profile whose storage a restore has just put in
       place (database aiida_NAME, repository/NAME): this stack's credentials and broker, a new
       PROFILE_UUID (its own broker queues), the backed-up profile's options. No storage set-up.
+  aiida-stack-profile daemon-stop NAME
+      Stop the profile's daemon now (SIGTERM to circusd, workers given AIIDA_DAEMON_STOP_TIMEOUT s, then
+      killed): what `verdi daemon stop` asks, without verdi's second of start-up. One JSON line.
+
   aiida-stack-profile after-restore NAME
       Restored storage: count the nodes; on this aiida-core's schema, `verdi process repair --force`
       (broker state is not in backups). An older schema is left for ./stack migrate, never migrated here.
@@ -217,6 +221,16 @@ def set_default(args) -> None:
 # ----------------------------------------------------------------------------------------- restore
 
 
+def stop_daemon(args) -> None:
+    name = valid_name(args.name)
+    if name not in common.profile_names():
+        raise CliError(3, f"no profile {name!r}")
+    was = daemon.circusd_pid(name)
+    daemon.stop(name)
+    print(json.dumps({"profile": name, "stopped": was is not None, "running": daemon.circusd_pid(name) is not None}),
+          flush=True)
+
+
 def adopt(args) -> None:
     from aiida.manage.configuration.profile import Profile
 
@@ -278,6 +292,10 @@ def parser() -> Parser:
         if verb == "play":
             paused.add_argument("pks", nargs="*", type=int)
         paused.set_defaults(run=run)
+    stop = sub.add_parser("daemon-stop", help="stop a profile's daemon now (SIGTERM to circusd, as `verdi daemon "
+                                              "stop` asks; without verdi's start-up); one JSON line")
+    stop.add_argument("name")
+    stop.set_defaults(run=stop_daemon)
     counted = sub.add_parser("workers", help="one JSON line: running and configured daemon workers")
     counted.add_argument("name", nargs="?")
     counted.add_argument("--all", action="store_true")

@@ -36,6 +36,7 @@ def cmd_swap(args: argparse.Namespace) -> dict:
             raise Fail(f"{path} is not a staged or set-aside folder beside {live}", EXIT_INPUT)
     databases: list = []
     folders: list = []
+    facts: dict = {}
     with pg_connect("postgres", user=ADMIN) as admin:
         admin.autocommit = True
         if args.action in ("in", "back"):
@@ -43,13 +44,27 @@ def cmd_swap(args: argparse.Namespace) -> dict:
                                           else (_swap_back_database, _swap_back_folder))
             if args.part in ("database", "both"):
                 databases = swap_database(admin, live_db, staged_db, old_db)
+                if args.action == "in":
+                    facts = _facts(live_db)
             if args.part in ("repository", "both"):
                 folders = swap_folder(live, staged, old)
         else:
             databases = [_drop_database(admin, name) for name in args.drop_database]
             folders = [_drop_folder(path, (staged, old)) for path in (repository_path(p) for p in args.drop_folder)]
     return {"action": args.action, "database": [d for d in databases if d],
-            "repository": [f for f in folders if f]}
+            "repository": [f for f in folders if f], **facts}
+
+
+ACTIVE_SQL = ("SELECT count(*) FROM db_dbnode WHERE node_type LIKE 'process.%%' "
+              "AND attributes->>'process_state' IN ('created', 'running', 'waiting')")
+
+
+def _facts(live: str) -> dict:
+    """What the live database holds after the swap: the restore's check reads these."""
+    with pg_connect(live, user=ADMIN) as conn:
+        return {"nodes": conn.execute("SELECT count(*) FROM db_dbnode").fetchone()[0],
+                "schema": conn.execute("SELECT version_num FROM alembic_version").fetchone()[0],
+                "active_processes": conn.execute(ACTIVE_SQL).fetchone()[0]}
 
 
 # ------------------------------------------------------------------------------------- databases
