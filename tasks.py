@@ -471,7 +471,7 @@ def restore(c, id="latest", profile=None, as_=None, yes=False, no_wait=False, re
             console.step("no interrupted restore: nothing to do")
         return
     restore_ops.resume(stack)
-    console.out.print(restore_ops.restore(stack, id, profile or "", as_ or "", yes, wait=not no_wait))
+    console.out.print(restore_ops.restore(stack, id, profile or "", as_ or "", yes, wait=not no_wait).table())
 
 
 ns = Collection(up, down, status, logs, build, lock, upgrade_task, migrate_task, verdi, run, test, restore)

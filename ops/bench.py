@@ -107,12 +107,15 @@ def backup_benchmark(settings: Settings, nodes: int, megabytes: int, files: int,
         incr_wall, incr = timed(backups.backup, stack, [name], keep=None)
         console.note(f"restore {name}/latest as {restored}")
         restore_wall, _ = timed(restore.restore, stack, "latest", name, restored, False)
+        console.note(f"restore {name}/latest over {name} itself (--yes: safety backup, its daemon stops for the swap)")
+        over = restore.restore(stack, "latest", name, name, True)
         console.note("baseline again (the machine's state after the runs)")
         base.append(timed(baseline, stack, profile)[1])
     finally:
         if not keep:
             _cleanup(stack, [name, restored])
-    console.out.print(_backup_table(nodes, megabytes, base, full[0], full_wall, incr[0], incr_wall, restore_wall))
+    console.out.print(_backup_table(nodes, megabytes, base, full[0], full_wall, incr[0], incr_wall, restore_wall,
+                                    over))
 
 
 def _cleanup(stack: Stack, names: list[str]) -> None:
@@ -125,7 +128,7 @@ def _cleanup(stack: Stack, names: list[str]) -> None:
 
 
 def _backup_table(nodes: int, megabytes: int, base: list[dict], full_run: dict, full_wall: float, incr_run: dict,
-                  incr_wall: float, restore_wall: float) -> Table:
+                  incr_wall: float, restore_wall: float, over: restore.Restored) -> Table:
     full, incr = full_run["manifest"], incr_run["manifest"]
     # the sum of the steps: the manifest's duration stops where the manifest is written, before publish
     full_s, incr_s = sum(full_run["step_seconds"].values()), sum(incr_run["step_seconds"].values())
@@ -145,8 +148,10 @@ def _backup_table(nodes: int, megabytes: int, base: list[dict], full_run: dict, 
     table.add_row("  steps", _steps(incr_run), "")
     table.add_row("  time ÷ full", _verdict(incr_s / full_s, 0.10), "≤ 10 %")
     table.add_row("  new bytes ÷ full", _verdict(incr["bytes_new"] / full["bytes_total"], 0.01), "≤ 1 %")
-    table.add_row("restore (verify, new profile, load, check)", f"{restore_wall:.1f} s wall", "")
-    table.add_row("  ÷ full backup (wall)", _verdict(restore_wall / full_wall, 1.5), "≤ 1.5")
+    table.add_row("restore into a new profile (verify, stage, swap, check)", f"{restore_wall:.1f} s wall", "")
+    table.add_row("  ÷ full backup (wall)", _verdict(restore_wall / full_wall, 2.0), "≤ 2")
+    table.add_row("restore over the profile (+ safety backup)", f"{over.seconds:.1f} s", "")
+    table.add_row("  daemon down (stop → swap → check → start)", f"{over.downtime:.1f} s", "≤ 2 s + the swap")
     return table
 
 

@@ -92,8 +92,22 @@ def _killed_after(step: str) -> None:
 # ------------------------------------------------------------------------------------------ restore
 
 
+@dataclass
+class Restored:
+    """What a restore did, for its summary and the benchmark."""
+
+    plan: Plan
+    chosen: dict
+    safety: str | None
+    seconds: float
+    downtime: float | None  # the daemon's, when it ran before
+
+    def table(self) -> Table:
+        return _summary(self.plan, self.chosen, self.safety, self.seconds, self.downtime)
+
+
 def restore(stack: Stack, ident: str, source: str, target: str, yes: bool, during_rollback: bool = False,
-            wait: bool = True) -> Table:
+            wait: bool = True) -> Restored:
     """`during_rollback`: a runbook puts its own verified pre-change backup back; it keeps the daemon
     stopped (the runbook starts it last) and takes no safety backup of the data it failed to change."""
     start = time.monotonic()
@@ -139,7 +153,7 @@ def restore(stack: Stack, ident: str, source: str, target: str, yes: bool, durin
                                 else f"{target} holds its data from before") + f"): {exc}") from None
         _finish(stack, plan, start_daemon=not during_rollback)
         down = time.monotonic() - stopped if plan.serving else None
-    return _summary(plan, chosen, safety, time.monotonic() - start, down)
+    return Restored(plan, chosen, safety, time.monotonic() - start, down)
 
 
 def _confirmed(existing: dict | None, target: str, yes: bool) -> bool:

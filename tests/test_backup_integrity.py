@@ -1,0 +1,103 @@
+"""Backups of a packed repository, and corrupted backups refused before any live data is touched;
+a stack whose settings schedule backups makes verified ones by itself."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from ops.services import BACKUP, SERVICES
+
+from .test_backups import _backup, _ids
+from .test_restore_safety import _digest, _journal
+
+pytestmark = pytest.mark.stack
+
+
+def _in_backup(stack, script: str) -> str:
+    done = stack.compose.container(BACKUP).exec_run(["sh", "-c", script])
+    assert done.exit_code == 0, done.output.decode()
+    return done.output.decode()
+
+
+def _corrupt(stack, path: str, how: str) -> None:
+    """Change one backed-up file without touching the backups that share it by a hard link: the
+    changed copy replaces the path, the shared inode stays as it was."""
+    edit = {"flip": "printf '\\x5a' | dd of=\"$f.tmp\" bs=1 seek=100 conv=notrunc 2>/dev/null",
+            "truncate": "truncate -s 100 \"$f.tmp\""}[how]
+    _in_backup(stack, f'f="{path}"; cp -p "$f" "$f.tmp"; {edit}; mv "$f.tmp" "$f"')
+
+
+def test_a_packed_repository_is_backed_up_verified_and_restored(stack):
+    assert stack.run_script("populate.py", "1").returncode == 0
+    assert stack.cli("daemon.stop").returncode == 0  # full maintenance needs the profile unused
+    try:
+        packed = stack.cli("verdi", "--", "storage", "maintain", "--full", "--force")
+        assert packed.returncode == 0, packed.stdout + packed.stderr
+    finally:
+        assert stack.cli("daemon.start").returncode == 0
+    before = _digest(stack)
+    backup_id = _backup(stack.cli)
+    folder = f"/backups/{stack.settings.profile}/{backup_id}/repository/container"
+    packs = _in_backup(stack, f"find {folder}/packs -type f -size +0 | wc -l; find {folder}/loose -type f | wc -l")
+    pack_files, loose_files = (int(n) for n in packs.split())
+    assert pack_files >= 1 and loose_files == 0, packs
+    verified = stack.cli("backup.verify", "--id", backup_id)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    restored = stack.cli("restore", "--id", backup_id, "--as", "packed")
+    assert restored.returncode == 0, restored.stdout + restored.stderr
+    copy = stack.cli("run", "tests/scripts/digest.py", "--profile", "packed")
+    assert copy.returncode == 0, copy.stderr
+    assert json.loads(copy.stdout.splitlines()[-1]) == before
+    assert stack.cli("profile.delete", "packed", "--yes").returncode == 0
+
+
+@pytest.mark.parametrize("corruption", ["a flipped byte in a pack", "a missing loose object",
+                                        "a truncated dump file"])
+def test_a_corrupted_backup_is_refused_before_live_data_is_touched(stack, corruption):
+    assert stack.run_script("populate.py", "1").returncode == 0  # loose objects besides the packs
+    backup_id = _backup(stack.cli)
+    root = f"/backups/{stack.settings.profile}/{backup_id}"
+    if corruption == "a flipped byte in a pack":
+        target = _in_backup(stack, f"find {root}/repository/container/packs -type f -size +200c | head -1").strip()
+        assert target, "no pack in the backup (the packed-repository test runs first)"
+        _corrupt(stack, target, "flip")
+    elif corruption == "a missing loose object":
+        target = _in_backup(stack, f"find {root}/repository/container/loose -type f | head -1").strip()
+        assert target
+        _in_backup(stack, f'rm "{target}"')
+    else:
+        _corrupt(stack, f"{root}/database/toc.dat", "truncate")
+    before = _digest(stack)
+    count = len(_ids(stack))
+    refused = stack.cli("restore", "--id", backup_id, "--yes")
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert "failed verification" in refused.stderr and "nothing touched" in refused.stderr
+    assert _digest(stack) == before
+    assert len(_ids(stack)) == count  # not even a safety backup
+    assert not _journal(stack).exists()
+    verify = stack.cli("backup.verify", "--id", backup_id)
+    assert verify.returncode == 1 and "FAILED" in verify.stdout
+
+
+def test_the_settings_schedule_makes_verified_backups_in_a_real_stack(stack):
+    count = len(_ids(stack))
+    try:
+        up = stack.cli("up", env={"AIIDA_STACK_BACKUP_SCHEDULE": "10s"})
+        assert up.returncode == 0, up.stdout + up.stderr
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            state = stack.status()["backup"]
+            if state.get("last_result"):
+                break
+            time.sleep(3)
+        assert state.get("last_result") == "ok", state
+        assert state["schedule"] == "10s" and not state.get("unreadable")
+        listed = json.loads(stack.compose.run("exec", "-T", BACKUP, "stack-backup", "list", "--profile",
+                                              stack.settings.profile, capture=True).stdout)["backups"]
+        assert len(listed) > count and listed[0]["verified"] is True
+    finally:
+        assert stack.cli("up").returncode == 0  # the suite's stack: schedule off again
+    assert stack.health() == dict.fromkeys(SERVICES, "healthy")
