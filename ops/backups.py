@@ -56,14 +56,22 @@ def backup(stack: Stack, names: list[str], keep: int | None, aiida_version: str 
 
 
 def _backup_one(stack: Stack, name: str, keep: int | None, aiida_version: str | None) -> dict:
-    console.note(f"backing up {name}: lock → dump database → copy repository → manifest → publish")
+    console.note(f"backing up {name}: lock → dump database → copy repository → manifest → publish → verify")
     args = ["backup", "--profile", name, "--aiida-version", aiida_version or stack.settings.aiida_core_version]
-    result = engine_call(stack, *args, *(["--keep", str(keep)] if keep else []))
-    m = result["manifest"]
-    console.step(f"{name}: {result['id']} — {m['node_count']} nodes, {_size(m['bytes_total'])} "
+    done = engine_call(stack, *args, *(["--keep", str(keep)] if keep else []))
+    m = done["manifest"]
+    console.step(f"{name}: {done['id']} — {m['node_count']} nodes, {_size(m['bytes_total'])} "
                  f"({_size(m['bytes_new'])} new) in {m['duration_seconds']:.1f} s"
-                 + (f"; pruned {', '.join(result['pruned'])}" if result.get("pruned") else ""))
-    return result
+                 + (f"; pruned {', '.join(done['pruned'])}" if done.get("pruned") else ""))
+    # checksums and every object's content, as the scheduled runs do: the next backup links only to a
+    # verified one, and a rotten file shows up now rather than at a restore
+    checked = verify(stack, name, done["id"], scratch=False)
+    if not checked["ok"]:
+        failed = "; ".join(f"{c['name']}: {c.get('detail')}" for c in checked["checks"] if not c["ok"])
+        raise StackError(f"backup {done['id']} of {name} was published but FAILED its verification ({failed}); "
+                         "no later backup links to it")
+    console.step(f"{name}: {done['id']} verified ({len(checked['checks'])} checks)")
+    return done
 
 
 def profile_names(stack: Stack, profile: str, every: bool) -> list[str]:

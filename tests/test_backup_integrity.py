@@ -80,6 +80,9 @@ def test_a_corrupted_backup_is_refused_before_live_data_is_touched(stack, corrup
     assert not _journal(stack).exists()
     verify = stack.cli("backup.verify", "--id", backup_id)
     assert verify.returncode == 1 and "FAILED" in verify.stdout
+    later = _backup(stack.cli)  # verified, and linked to a verified backup only: the rot does not spread
+    manifest = json.loads(_in_backup(stack, f"cat /backups/{stack.settings.profile}/{later}/manifest.json"))
+    assert manifest["previous"] != backup_id
 
 
 def test_the_settings_schedule_makes_verified_backups_in_a_real_stack(stack):

@@ -114,9 +114,13 @@ def test_backup_publishes_a_backup_with_a_correct_manifest(stack, profile, state
 
 
 def test_second_backup_without_changes_is_hard_linked(stack, profile, state):
+    unverified = backup(stack, profile)  # never verified: nothing links to it
+    assert unverified["manifest"]["previous"] != state["first"]["id"]
+    code, checked, _ = engine(stack, "verify", "--profile", profile, state["first"]["id"])
+    assert code == 0 and checked["ok"]
     result = backup(stack, profile)
     manifest = result["manifest"]
-    assert manifest["previous"] == state["first"]["id"]
+    assert manifest["previous"] == state["first"]["id"]  # the newest verified one, not the newest
     assert manifest["repository_digest"] == state["first"]["manifest"]["repository_digest"]
     assert manifest["bytes_new"] < 0.01 * manifest["bytes_total"], manifest
     # unchanged tables' dump files and the hash list are the previous backup's files (hard links);
@@ -268,7 +272,7 @@ def test_killed_backup_leaves_latest_and_backups_intact(stack, profile):
     assert ".live-" in in_backup(stack, f"ls -A /backups/{profile}").stdout  # left behind by the kill...
     result = backup(stack, profile)  # ...and removed by the next backup, under the lock
     assert ".live-" not in in_backup(stack, f"ls -A /backups/{profile}").stdout
-    assert result["manifest"]["previous"] == latest
+    assert result["manifest"]["previous"] == next((row["id"] for row in after if row["verified"]), None)
     assert engine(stack, "verify", "--profile", profile, "latest")[0] == 0
 
 

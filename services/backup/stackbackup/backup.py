@@ -18,7 +18,6 @@ from stackbackup.layout import (
     READING,
     check_profile_name,
     fsync_dir,
-    latest_id,
     profile_dir,
     published,
     remove_tree,
@@ -36,6 +35,11 @@ def no_space(exc: BaseException) -> bool:
         return True
     return isinstance(exc, Exception) and any(text in str(exc) for text in ("No space left on device",
                                                                              "Disk quota exceeded"))
+
+
+def newest_verified(profile: str) -> str | None:
+    """The newest published backup whose last verification passed."""
+    return next((ident for ident, manifest in published(profile) if (manifest or {}).get("verified") is True), None)
 
 
 def cmd_backup(args: argparse.Namespace) -> dict:
@@ -63,10 +67,11 @@ def cmd_backup(args: argparse.Namespace) -> dict:
                         stale.unlink(missing_ok=True)
                     else:
                         remove_tree(stale)
-        # hard-link to the backup `latest` names (else the newest published one)
-        previous_id = latest_id(profile)
-        if not previous_id or not (folder / previous_id).is_dir():
-            previous_id = next((ident for ident, _ in published(profile)), None)
+        # hard-link only to a backup whose last verification passed: a rotten or unverified file is
+        # never carried on into a new backup (and no verified backup at all means a full copy)
+        previous_id = newest_verified(profile)
+        if previous_id is None and published(profile):
+            say("no verified backup to link to: this one is a full copy")
         previous = folder / previous_id if previous_id else None
         live = folder / f".live-{rand(8)}"
         live.mkdir(mode=0o700)
