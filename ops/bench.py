@@ -45,6 +45,7 @@ def engine_benchmark(settings: Settings, n: int, workers: int, time_up: bool) ->
 # ------------------------------------------------------------------------------------ bench.backup
 
 BASELINE = """set -eu
+export PGUSER="${BACKUP_DB_USER:-stack_backup}"  # the role backups dump as
 out=/backups/.bench-baseline-$$
 trap 'rm -rf "$out"' EXIT
 mkdir -m 0700 "$out"

@@ -57,7 +57,8 @@ def test_a_packed_repository_is_backed_up_verified_and_restored(stack):
 @pytest.mark.parametrize("corruption", ["a flipped byte in a pack", "a missing loose object",
                                         "a truncated dump file"])
 def test_a_corrupted_backup_is_refused_before_live_data_is_touched(stack, corruption):
-    assert stack.run_script("populate.py", "1").returncode == 0  # loose objects besides the packs
+    stored = stack.cli("run", "tests/backup/scripts/store_files.py", "--", "3", "5000")  # loose objects besides packs
+    assert stored.returncode == 0, stored.stdout + stored.stderr
     backup_id = _backup(stack.cli)
     root = f"/backups/{stack.settings.profile}/{backup_id}"
     if corruption == "a flipped byte in a pack":
