@@ -4,13 +4,16 @@ a stack whose settings schedule backups makes verified ones by itself."""
 from __future__ import annotations
 
 import json
+import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from ops.services import BACKUP, SERVICES
 
-from .test_backups import _backup, _ids
+from .conftest import table_locked
+from .test_backups import _backup, _ids, _psql
 from .test_restore_safety import _digest, _journal
 
 pytestmark = pytest.mark.stack
@@ -84,6 +87,36 @@ def test_a_corrupted_backup_is_refused_before_live_data_is_touched(stack, corrup
     later = _backup(stack.cli)  # verified, and linked to a verified backup only: the rot does not spread
     manifest = json.loads(_in_backup(stack, f"cat /backups/{stack.settings.profile}/{later}/manifest.json"))
     assert manifest["previous"] != backup_id
+
+
+def test_a_node_stored_between_the_dump_and_the_repository_copy_is_wholly_absent(stack):
+    profile = stack.settings.profile
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        # pg_dump waits for db_dbcomment's lock, its snapshot taken: the node is stored after the
+        # snapshot and before the repository is copied
+        with table_locked(stack, f"aiida_{profile}", "db_dbcomment"):
+            running = pool.submit(stack.cli, "backup")
+            waiting = "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pg_dump' " \
+                      "AND wait_event_type = 'Lock'"
+            deadline = time.monotonic() + 120
+            while _psql(stack, "postgres", waiting).stdout.strip() in ("", "0"):
+                assert time.monotonic() < deadline and not running.done(), "pg_dump never waited for the lock"
+                time.sleep(0.3)
+            stored = stack.run_script("store_file_node.py")
+            assert stored.returncode == 0, stored.stdout + stored.stderr
+            node = stored.stdout.split()[-1]
+        done = running.result(timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr  # verified too: its object is there, unreferenced
+    backup_id = re.findall(r"(backup_\d{8}T\d{6}Z_[a-z0-9]+)", done.stderr)[0]
+    restored = stack.cli("restore", "--id", backup_id, "--as", "midway")
+    assert restored.returncode == 0, restored.stdout + restored.stderr
+    try:
+        absent = stack.cli("run", "tests/scripts/load_node.py", "--profile", "midway", "--", node)
+        assert absent.returncode != 0 and "NotExistent" in absent.stdout + absent.stderr
+        present = stack.cli("run", "tests/scripts/load_node.py", "--", node)  # the live profile has it
+        assert present.returncode == 0, present.stdout + present.stderr
+    finally:
+        assert stack.cli("profile.delete", "midway", "--yes").returncode == 0
 
 
 def test_the_settings_schedule_makes_verified_backups_in_a_real_stack(stack):

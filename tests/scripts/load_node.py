@@ -1,7 +1,8 @@
-"""Print the value of the node with the given UUID."""
+"""Print the value of the node with the given UUID (its pk when it has no value)."""
 
 import sys
 
 from aiida import orm
 
-print(orm.load_node(sys.argv[1]).value)
+node = orm.load_node(sys.argv[1])
+print(getattr(node, "value", node.pk))
