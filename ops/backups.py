@@ -65,7 +65,10 @@ def _backup_one(stack: Stack, name: str, keep: int | None, aiida_version: str | 
                  + (f"; pruned {', '.join(done['pruned'])}" if done.get("pruned") else ""))
     # checksums and every object's content, as the scheduled runs do: the next backup links only to a
     # verified one, and a rotten file shows up now rather than at a restore
-    checked = verify(stack, name, done["id"], scratch=False)
+    checked = verify(stack, name, done["id"], scratch=False, repair=True)
+    repaired = next((c for c in checked["checks"] if c["name"] == "repaired_from_live"), None)
+    if repaired:
+        console.note(f"{name}: rot in the backup: {repaired['detail']}")
     if not checked["ok"]:
         failed = "; ".join(f"{c['name']}: {c.get('detail')}" for c in checked["checks"] if not c["ok"])
         raise StackError(f"backup {done['id']} of {name} was published but FAILED its verification ({failed}); "
@@ -141,10 +144,12 @@ def scratch_postgres(stack: Stack) -> Iterator[tuple[str, str]]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def verify(stack: Stack, profile: str, ident: str, scratch: bool = True, wait: bool = True) -> dict:
+def verify(stack: Stack, profile: str, ident: str, scratch: bool = True, wait: bool = True,
+           repair: bool = False) -> dict:
     """Checksums, repository objects (and content); with `scratch` also a real restore of the dump into a
-    throwaway PostgreSQL, its node count and the objects it references."""
-    args = ["verify", "--profile", profile, ident]
+    throwaway PostgreSQL, its node count and the objects it references. `repair`: re-copy rotten loose
+    objects from the live repository (a new backup's verification)."""
+    args = ["verify", "--profile", profile, ident, *(["--repair-from-live"] if repair else [])]
     with locking.held(stack, f"verify of {profile} {ident}", wait=wait):
         if not scratch:
             return engine_call(stack, *args, failure_has_result="checks")

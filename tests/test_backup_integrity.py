@@ -94,6 +94,25 @@ def test_corrupted_backups_are_refused_before_live_data_is_touched(stack):
     assert manifest["previous"] not in corrupted.values()
 
 
+def test_rot_shared_by_hard_links_is_found_by_the_next_backup_and_recopied_from_the_live_repository(stack):
+    stored = stack.cli("run", "tests/backup/scripts/store_files.py", "--", "1", "5000")
+    assert stored.returncode == 0, stored.stdout + stored.stderr
+    first = _backup(stack.cli)
+    loose = f"/backups/{stack.settings.profile}/{{}}/repository/container/loose"
+    rotten = _in_backup(stack, f"cd {loose.format(first)} && find . -type f | head -1").strip()
+    assert rotten
+    # silent rot: one byte flipped in place, size and mtime kept (rsync's quick check links it again)
+    _in_backup(stack, f'f="{loose.format(first)}/{rotten}"; cp -p "$f" /tmp/ref; '
+                      f'printf "\\x5a" | dd of="$f" bs=1 seek=10 conv=notrunc 2>/dev/null; touch -r /tmp/ref "$f"')
+    second = stack.cli("backup")
+    assert second.returncode == 0, second.stdout + second.stderr  # verified, after the re-copy
+    assert "re-copied 1 rotten or missing object(s) from the live repository" in second.stderr
+    inodes = _in_backup(stack, f"stat -c %i {loose.format(first)}/{rotten} {loose.format(_ids(stack)[0])}/{rotten}")
+    assert len(set(inodes.split())) == 2  # the new backup has its own sound copy
+    older = stack.cli("backup.verify", "--id", first)
+    assert older.returncode == 1 and "FAILED" in older.stdout  # reported, not rewritten: it is not the newest
+
+
 def test_a_node_stored_between_the_dump_and_the_repository_copy_is_wholly_absent(stack):
     profile = stack.settings.profile
     with ThreadPoolExecutor(max_workers=1) as pool:

@@ -247,10 +247,14 @@ class Server:
             f"{manifest.get('bytes_total')} bytes, {manifest.get('bytes_new')} new, "
             f"{manifest.get('duration_seconds')} s)")
         # verify: checksums and repository, no scratch server
-        code, out, _ = self.engine("verify", "--profile", name, entry["id"])
+        code, out, _ = self.engine("verify", "--profile", name, entry["id"], "--repair-from-live")
         if self.stopping:
             return
         entry["verified"] = code == 0 and out.get("ok") is True
+        repaired = next((c for c in out.get("checks") or [] if c.get("name") == "repaired_from_live"), None)
+        if repaired:
+            entry["repaired"] = repaired.get("detail")
+            log(f"run: verify {name} {entry['id']}: rot: {entry['repaired']}")
         if not entry["verified"]:
             bad = [f"{c['name']}: {c['detail']}" for c in out.get("checks") or [] if not c.get("ok")]
             entry["error"] = f"verify: {'; '.join(bad) or out.get('error')}"

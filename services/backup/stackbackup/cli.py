@@ -51,6 +51,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--scratch-port", type=int, default=5432)
     p.add_argument("--scratch-user", default="postgres")
     p.add_argument("--wait", type=float, default=0, help="seconds to wait for the stack's lock (default: refuse)")
+    p.add_argument("--repair-from-live", action="store_true",
+                   help="re-copy rotten or missing loose objects from the live repository when it holds them sound")
 
     p = sub.add_parser("restore-database", help="load a backup's dump into a new database and check it")
     p.add_argument("--profile", required=True)

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+from stackbackup import rot
 from stackbackup.common import (
     EXIT_FAIL,
     EXIT_OK,
@@ -70,8 +71,9 @@ def check_database_files(folder: Path, manifest: dict, checks: Checks) -> None:
                or f"{len(expected)} dump files match their sha256")
 
 
-def check_repository(folder: Path, manifest: dict, checks: Checks) -> set[str] | None:
-    """Checks of the backed-up container; returns its set of object hashes (None if unreadable)."""
+def check_repository(folder: Path, manifest: dict, checks: Checks, rotten: list[str] | None = None) -> set[str] | None:
+    """Checks of the backed-up container; returns its set of object hashes (None if unreadable).
+    `rotten` collects the listed objects that are missing or whose loose content does not match."""
     hashes_path = folder / hashes_file(manifest)
     try:
         text = hashes_path.read_text()
@@ -110,6 +112,8 @@ def check_repository(folder: Path, manifest: dict, checks: Checks) -> set[str] |
             bad = {name: getattr(issues, name) for name in ("invalid_hashes_loose", "invalid_hashes_packed",
                                                             "invalid_sizes_packed", "overlapping_packed")}
             bad = {name: values for name, values in bad.items() if values}
+            if rotten is not None:
+                rotten.extend([*missing, *issues.invalid_hashes_loose])
             checks.add("repository_content", not bad,
                        "; ".join(f"{name}: {few(values)}" for name, values in bad.items())
                        or "every object's content matches its hash (disk-objectstore validate)")
@@ -171,6 +175,25 @@ def check_restored_database(folder: Path, manifest: dict, objects: set[str] | No
             say(f"warning: could not drop scratch database {name}: {exc}")
 
 
+def repair(folder: Path, profile: str, manifest: dict, checks: Checks, rotten: list[str]) -> set[str] | None:
+    """Re-copy the rotten loose objects from the live repository, then check the repository again."""
+    try:
+        recopied, left = rot.recopy(folder / "repository" / "container", rot.live_container(profile), rotten)
+    except Fail as exc:
+        checks.add("repaired_from_live", False, str(exc))
+        return None
+    if recopied:
+        checks.items[:] = [c for c in checks.items if not c["name"].startswith("repository_")]
+        objects = check_repository(folder, manifest, checks)
+    else:
+        objects = None
+    checks.add("repaired_from_live", not left,
+               (f"re-copied {len(recopied)} rotten or missing object(s) from the live repository: {few(recopied)}"
+                if recopied else "nothing re-copied")
+               + (f"; not sound in the live repository either: {few(left)}" if left else ""))
+    return objects
+
+
 def cmd_verify(args: argparse.Namespace) -> tuple[dict, int]:
     folder, ident = resolve(args.profile, args.id)
     password = ""
@@ -189,7 +212,10 @@ def cmd_verify(args: argparse.Namespace) -> tuple[dict, int]:
             checks.add("manifest", sound,
                        f"format {manifest.get('format')}, profile {manifest.get('profile')}")
             check_database_files(folder, manifest, checks)
-            objects = check_repository(folder, manifest, checks)
+            rotten: list[str] = []
+            objects = check_repository(folder, manifest, checks, rotten)
+            if rotten and args.repair_from_live:
+                objects = repair(folder, args.profile, manifest, checks, rotten)
             if args.scratch_host:
                 check_restored_database(folder, manifest, objects, checks, args.scratch_host, args.scratch_port,
                                         args.scratch_user, password)
