@@ -45,7 +45,7 @@ def _digest(stack) -> dict:
     return json.loads(done.stdout.splitlines()[-1])
 
 
-# the steps a kill can follow, and what the next command makes of it
+# the steps a kill can follow, and what the next command makes of it (the completed one last)
 KILL_POINTS = [("stage", "staging", "rolled back"), ("swap database", "swapping", "rolled back"),
                ("swap repository", "swapping", "rolled back"), ("check", "checked", "completed")]
 
@@ -54,10 +54,10 @@ def test_restore_killed_at_any_step_leaves_the_profile_entirely_old_or_entirely_
     assert stack.run_script("store_node.py", "31").returncode == 0
     backup_id = _backup(stack.cli)
     restored = _digest(stack)  # what the backup holds
+    assert stack.run_script("store_node.py", "32").returncode == 0  # a change the restore takes away
+    before = _digest(stack)
+    assert before != restored
     for step, phase, outcome in KILL_POINTS:
-        assert stack.run_script("store_node.py", "32").returncode == 0  # a change the restore takes away
-        before = _digest(stack)
-        assert before != restored
         journal = _killed_restore(stack, step, "--id", backup_id, "--yes")
         assert journal["phase"] == phase, step
         if phase == "swapping":  # half swapped: the lock stays marked; a scheduled backup would save a mix
@@ -71,7 +71,7 @@ def test_restore_killed_at_any_step_leaves_the_profile_entirely_old_or_entirely_
         assert _digest(stack) == (before if outcome == "rolled back" else restored), step
         assert _leftovers(stack) == [], step
         assert stack.health() == dict.fromkeys(SERVICES, "healthy"), step
-    retried = stack.cli("restore", "--id", backup_id, "--yes")
+    retried = stack.cli("restore", "--id", backup_id, "--yes")  # over the restored data: it works again
     assert retried.returncode == 0, retried.stdout + retried.stderr
     assert _digest(stack) == restored
     again = stack.cli("restore", "--resume")
