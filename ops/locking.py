@@ -12,7 +12,7 @@ import contextlib
 import json
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from ops import console
 from ops.compose import Stack
@@ -31,20 +31,22 @@ def token_args(stack: Stack) -> list[str]:
 
 
 @contextlib.contextmanager
-def held(stack: Stack, what: str, *, wait: bool = True, journal: bool = False,
+def held(stack: Stack, what: str, *, wait: bool = True, journal: Callable[[], bool] | None = None,
          take_over: bool = False) -> Iterator[None]:
     """Hold the stack's lock for `what` (re-entrant within one command). `wait=False`: refuse at once
-    (exit 3) when another command holds it. `journal`: a kill leaves it marked interrupted, so nothing
-    else runs until the journal is resumed (`take_over`)."""
+    (exit 3) when another command holds it. `journal` (is a journal of unfinished work still there?): a
+    kill, or an exit that leaves the journal behind, leaves the lock marked interrupted, so nothing else
+    runs until the journal is resumed (`take_over`)."""
     if stack.lock_token:
         yield
         return
-    holder = _take(stack, what, wait, journal, take_over)
-    stack.lock_renewal = lambda: _take(stack, what, True, journal, take_over=False)
+    marked = journal is not None
+    holder = _take(stack, what, wait, marked, take_over)
+    stack.lock_renewal = lambda: _take(stack, what, True, marked, take_over=False)
     try:
         yield
     finally:
-        _release(stack.lock_holder or holder)
+        _release(stack.lock_holder or holder, clean=not (journal and journal()))
         stack.lock_token = stack.lock_holder = stack.lock_renewal = None
 
 
@@ -52,7 +54,7 @@ def renew(stack: Stack) -> None:
     """Hold the lock again after the sidecar was re-created (its holder process went with it)."""
     if stack.lock_renewal is None:
         return
-    _release(stack.lock_holder)
+    _release(stack.lock_holder)  # (gone with the old sidecar already)
     stack.lock_token = None
     stack.lock_renewal()
 
@@ -89,11 +91,13 @@ def _relay(stream) -> None:
             console.note(line.strip().removeprefix("stack-backup: "))
 
 
-def _release(holder: subprocess.Popen | None) -> None:
+def _release(holder: subprocess.Popen | None, clean: bool = True) -> None:
+    """clean=False: close the pipe without `release`, as a killed command would (the mark stays)."""
     if holder is None:
         return
     with contextlib.suppress(OSError, ValueError):
-        holder.stdin.write("release\n")
+        if clean:
+            holder.stdin.write("release\n")
         holder.stdin.close()
     try:
         holder.wait(timeout=30)

@@ -114,7 +114,8 @@ def restore(stack: Stack, ident: str, source: str, target: str, yes: bool, durin
     listing = profiles.info(stack)
     source = profiles.validate_name(source or listing["default"])
     target = profiles.validate_name(target or source)
-    with locking.held(stack, f"restore of {source}/{ident} into {target}", wait=wait, journal=True):
+    with locking.held(stack, f"restore of {source}/{ident} into {target}", wait=wait,
+                      journal=_journal(stack).exists):
         existing = next((p for p in listing["profiles"] if p["name"] == target), None)
         holds_data = _confirmed(existing, target, yes)
         chosen, head = _verified(stack, source, ident)
@@ -358,7 +359,7 @@ def resume(stack: Stack, asked: bool = False) -> bool:
         console.note(f"an interrupted restore into {plan.target} waits: it is completed or rolled back by the "
                      "first ./stack command once the stack runs")
         return False
-    with locking.held(stack, "resume of an interrupted restore", journal=True, take_over=True):
+    with locking.held(stack, "resume of an interrupted restore", journal=_journal(stack).exists, take_over=True):
         plan = pending(stack)  # re-read under the lock
         if plan is None:
             return False
