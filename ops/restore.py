@@ -221,15 +221,21 @@ def _plan(stack: Stack, chosen: dict, source: str, target: str, existing: dict |
 _workers: dict[str, object] = {}  # restore id → its one-off sidecar container
 
 
-def _oneoff(stack: Stack, plan: Plan, *args: str) -> dict:
-    """`stack-backup ARGS` in this restore's worker: a one-off sidecar with the AiiDA home writable,
-    labelled with the restore (started on first use: each step is then an exec, not a container start)."""
+def _worker(stack: Stack, plan: Plan):
+    """This restore's worker: a one-off sidecar with the AiiDA home writable, labelled with the restore
+    (started once: each step is then an exec, not a container start)."""
     worker = _workers.get(plan.id)
     if worker is None:
         volume = f"{stack.settings.name}_aiida-home:{AIIDA_HOME_RW_IN_BACKUP}"
         stack.run("run", "-d", "--rm", "--no-deps", "-T", f"--label={LABEL}={plan.id}", "-v", volume, BACKUP,
                   "sleep", "infinity", capture=True)
         worker = _workers[plan.id] = engine.client().containers.list(filters={"label": f"{LABEL}={plan.id}"})[0]
+    return worker
+
+
+def _oneoff(stack: Stack, plan: Plan, *args: str) -> dict:
+    """`stack-backup ARGS` in this restore's worker."""
+    worker = _worker(stack, plan)
     done = subprocess.run(["docker", "exec", *locking.token_args(stack), worker.id, locking.ENGINE, *args],
                           capture_output=True, text=True)
     return backups.result(done, f"{locking.ENGINE} {args[0]}")
@@ -238,6 +244,7 @@ def _oneoff(stack: Stack, plan: Plan, *args: str) -> dict:
 def _stage(stack: Stack, plan: Plan) -> None:
     console.note(f"stage: database as {plan.names['staged_database']}, repository as "
                  f"{plan.names['staged_folder']} (in parallel; the daemon keeps running)")
+    _worker(stack, plan)  # one, before the two steps share it
     with ThreadPoolExecutor(max_workers=2) as pool:
         database = pool.submit(_oneoff, stack, plan, "restore-database", "--profile", plan.source, plan.backup,
                                "--target-db", plan.names["staged_database"], "--owner", plan.owner)
