@@ -53,6 +53,7 @@ class Plan:
     names: dict = field(default_factory=dict)
     head: str = ""  # this aiida-core's schema
     phase: str = STAGING
+    database_created: bool = False  # a new profile's role and database: made by this restore, so undone by it
     adopted: bool = False
     checked: dict = field(default_factory=dict)  # what the live database held after the swap
     started: str = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc).isoformat())
@@ -128,7 +129,9 @@ def restore(stack: Stack, ident: str, source: str, target: str, yes: bool, durin
         _save(stack, plan, STAGING)
         try:
             if plan.new_profile:
-                password = profiles.create_database(stack, target)
+                password = profiles.create_database(stack, target)  # refuses a role or database that exists
+                plan.database_created = True
+                _save(stack, plan)
             _stage(stack, plan)
             _killed_after("stage")
             stopped = time.monotonic()
@@ -345,7 +348,8 @@ def _undo_new_profile(stack: Stack, plan: Plan) -> None:
         done = stack.exec_aiida([profiles.PROFILE_CLI, "delete", plan.target], capture=True)
         if done.returncode != 0:
             raise StackError(f"could not remove the half-made profile entry {plan.target}: {done.stderr.strip()}")
-    profiles.drop_database(stack, plan.target)
+    if plan.database_created:  # never one that was there before (a profile deleted with --skip-db keeps it)
+        profiles.drop_database(stack, plan.target)
     daemon.forget_marker(stack, plan.target)
     console.note(f"removed the half-made profile {plan.target}")
 
