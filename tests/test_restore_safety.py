@@ -132,3 +132,20 @@ def test_commands_wait_for_the_stack_lock_or_refuse_with_no_wait(stack):
     assert "waiting for the stack's lock, held by a test holding the lock" in done.stderr
     assert len(_ids(stack)) == count + 1
     assert backups.published(stack.compose, stack.settings.profile)[0]["latest"]
+
+
+def test_restore_as_a_name_whose_database_was_kept_refuses_and_keeps_it(stack):
+    backup_id = _backup(stack.cli)
+    assert stack.cli("profile.create", "kept").returncode == 0
+    assert stack.cli("run", "tests/scripts/store_node.py", "--profile", "kept", "--", "7").returncode == 0
+    database = rules.database_name("kept")
+    try:
+        assert stack.cli("profile.delete", "kept", "--skip-db", "--yes").returncode == 0  # the data stays
+        refused = stack.cli("restore", "--id", backup_id, "--as", "kept")
+        assert refused.returncode == 2 and "exists" in refused.stderr, refused.stdout + refused.stderr
+        kept = _psql(stack, database, "SELECT count(*) FROM db_dbnode")
+        assert kept.returncode == 0 and int(kept.stdout) >= 1, kept.stdout + kept.stderr  # never dropped
+        assert not _journal(stack).exists()
+    finally:
+        _psql(stack, "postgres", f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+        _psql(stack, "postgres", f"DROP ROLE IF EXISTS {database}")
