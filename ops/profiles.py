@@ -85,6 +85,10 @@ def create(stack: Stack, name: str, email: str, first_name: str, last_name: str,
 
 def create_database(stack: Stack, name: str) -> str:
     """A new role and empty UTF8 database aiida_NAME with a generated password (kept on the host, 0600)."""
+    if stack.exec_postgres([DATABASE_CLI, "exists", name]).returncode == 0:
+        # before the password file is touched: it may be that of a database profile.delete --skip-db kept
+        raise StackError(f"role or database {database_name(name)} exists (a profile deleted with --skip-db keeps "
+                         "its database); nothing changed", code=2)
     password = token.token_urlsafe(32)
     stored = password_file(stack, name)
     secrets.write_private(stored, password)

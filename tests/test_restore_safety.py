@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from ops import backups, rules
+from ops import backups, profiles, rules
 from ops.services import BACKUP, SERVICES
 
 from .test_backups import _backup, _ids, _psql
@@ -145,7 +145,9 @@ def test_restore_as_a_name_whose_database_was_kept_refuses_and_keeps_it(stack):
         assert refused.returncode == 2 and "exists" in refused.stderr, refused.stdout + refused.stderr
         kept = _psql(stack, database, "SELECT count(*) FROM db_dbnode")
         assert kept.returncode == 0 and int(kept.stdout) >= 1, kept.stdout + kept.stderr  # never dropped
+        assert profiles.password_file(stack.compose, "kept").exists()  # nor its password forgotten
         assert not _journal(stack).exists()
     finally:
+        profiles.password_file(stack.compose, "kept").unlink(missing_ok=True)
         _psql(stack, "postgres", f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
         _psql(stack, "postgres", f"DROP ROLE IF EXISTS {database}")
