@@ -20,10 +20,11 @@ CALCULATIONS = 20
 FINISH_TIMEOUT = 240
 
 
-def _states(stack, pks: list[str]) -> dict[str, list]:
+def _states(stack, pks: list[str]) -> dict[str, list] | None:
+    """The processes' states; None when this look failed: the recovery's `verdi process repair --force`
+    (aiida-core 2.9) terminates every other connection to the profile's database, this script's too."""
     done = stack.run_script("process_states.py", *pks)
-    assert done.returncode == 0, done.stdout + done.stderr
-    return json.loads(done.stdout.splitlines()[-1])
+    return json.loads(done.stdout.splitlines()[-1]) if done.returncode == 0 else None
 
 
 def _until(condition, timeout: float, what: str):
@@ -49,7 +50,8 @@ def test_every_calculation_finishes_after_a_service_crashes_under_load(stack, se
 
     def all_finished():
         states = _states(stack, pks)
-        return states if all(state[0] in ("finished", "excepted", "killed") for state in states.values()) else None
+        return states if states and all(state[0] in ("finished", "excepted", "killed")
+                                        for state in states.values()) else None
 
     states = _until(all_finished, FINISH_TIMEOUT, f"the {CALCULATIONS} calculations finished after {service} crashed")
     assert {pk: state for pk, state in states.items() if state != ["finished", 0]} == {}
