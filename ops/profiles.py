@@ -85,10 +85,7 @@ def create(stack: Stack, name: str, email: str, first_name: str, last_name: str,
 
 def create_database(stack: Stack, name: str) -> str:
     """A new role and empty UTF8 database aiida_NAME with a generated password (kept on the host, 0600)."""
-    if stack.exec_postgres([DATABASE_CLI, "exists", name]).returncode == 0:
-        # before the password file is touched: it may be that of a database profile.delete --skip-db kept
-        raise StackError(f"role or database {database_name(name)} exists (a profile deleted with --skip-db keeps "
-                         "its database); nothing changed", code=2)
+    refuse_existing_database(stack, name)  # before the password file is touched: it may be a kept database's
     password = token.token_urlsafe(32)
     stored = password_file(stack, name)
     secrets.write_private(stored, password)
@@ -100,6 +97,13 @@ def create_database(stack: Stack, name: str) -> str:
                          code=2 if done.returncode == 3 else 1)
     console.step(f"PostgreSQL role and database {database_name(name)} (UTF8, owner only)")
     return password
+
+
+def refuse_existing_database(stack: Stack, name: str) -> None:
+    """StackError (exit 2) if role or database aiida_NAME exists, e.g. kept by profile.delete --skip-db."""
+    if stack.exec_postgres([DATABASE_CLI, "exists", name]).returncode == 0:
+        raise StackError(f"role or database {database_name(name)} exists (a profile deleted with --skip-db keeps "
+                         "its database); nothing changed", code=2)
 
 
 def drop_database(stack: Stack, name: str) -> None:

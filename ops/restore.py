@@ -119,6 +119,8 @@ def restore(stack: Stack, ident: str, source: str, target: str, yes: bool, durin
                       journal=_journal(stack).exists):
         existing = next((p for p in listing["profiles"] if p["name"] == target), None)
         holds_data = _confirmed(existing, target, yes)
+        if existing is None:
+            profiles.refuse_existing_database(stack, target)
         chosen, head = _verified(stack, source, ident)
         plan = _plan(stack, chosen, source, target, existing, during_rollback)
         plan.head = head
