@@ -22,8 +22,7 @@ from ops.compose import Stack, last_json
 from ops.errors import StackError
 from ops.rules import LATEST
 from ops.services import BACKUP, POSTGRES
-
-ENGINE = "stack-backup"
+from ops.services import BACKUP_ENGINE as ENGINE
 
 
 def result(done, what: str, failure_has_result: str | None = None) -> dict:
@@ -34,6 +33,11 @@ def result(done, what: str, failure_has_result: str | None = None) -> dict:
         reason = result.get("error") or (done.stderr or "").strip()[-1500:] or f"exit {done.returncode}"
         raise StackError(f"{what}: {reason}", code=2 if done.returncode == 2 else 1)
     return result
+
+
+def failures(checked: dict) -> str:
+    """The failed checks of a verify result, for a message."""
+    return "; ".join(f"{c['name']}: {c.get('detail')}" for c in checked["checks"] if not c["ok"])
 
 
 def engine_call(stack: Stack, *args: str, input: str | None = None, failure_has_result: str | None = None) -> dict:
@@ -70,8 +74,8 @@ def _backup_one(stack: Stack, name: str, keep: int | None, aiida_version: str | 
     if repaired:
         console.note(f"{name}: rot in the backup: {repaired['detail']}")
     if not checked["ok"]:
-        failed = "; ".join(f"{c['name']}: {c.get('detail')}" for c in checked["checks"] if not c["ok"])
-        raise StackError(f"backup {done['id']} of {name} was published but FAILED its verification ({failed}); "
+        raise StackError(f"backup {done['id']} of {name} was published but FAILED its verification "
+                         f"({failures(checked)}); "
                          "no later backup links to it")
     console.step(f"{name}: {done['id']} verified ({len(checked['checks'])} checks)")
     return done

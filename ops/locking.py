@@ -18,8 +18,8 @@ from ops import console
 from ops.compose import Stack
 from ops.errors import StackError
 from ops.services import BACKUP
+from ops.services import BACKUP_ENGINE as ENGINE
 
-ENGINE = "stack-backup"
 TOKEN_ENV = "STACK_LOCK_TOKEN"
 WAIT = 6 * 3600  # seconds a command waits for the lock unless --no-wait
 EXIT_BUSY = 3

@@ -30,7 +30,7 @@ from ops.compose import Stack, json_result
 from ops.errors import StackError
 from ops.interrupts import interrupts_held
 from ops.rules import database_name, restore_names
-from ops.services import AIIDA, AIIDA_HOME_IN_AIIDA, AIIDA_HOME_RW_IN_BACKUP, BACKUP, POSTGRES
+from ops.services import AIIDA, AIIDA_HOME_IN_AIIDA, AIIDA_HOME_RW_IN_BACKUP, BACKUP, BACKUP_ENGINE, POSTGRES
 
 KILL = "AIIDA_STACK_INJECT_KILL"  # tests only: SIGKILL this command right after the named step
 LABEL = "aiida-stack.restore"  # on every container a restore starts: a resume removes leftovers
@@ -178,8 +178,8 @@ def _verified(stack: Stack, source: str, ident: str) -> tuple[dict, str]:
     console.note(f"verify: {source} {ident} (checksums, repository objects and their content)")
     checked = backups.verify(stack, source, ident, scratch=False)
     if not checked["ok"]:
-        failed = "; ".join(f"{c['name']}: {c.get('detail')}" for c in checked["checks"] if not c["ok"])
-        raise StackError(f"backup {checked.get('id', ident)} failed verification, nothing touched: {failed}")
+        raise StackError(f"backup {checked.get('id', ident)} failed verification, nothing touched: "
+                         f"{backups.failures(checked)}")
     chosen = backups.find(stack, source, checked["id"])
     known = _schema_known(stack, chosen.get("schema_version"))
     if not known["known"]:
@@ -241,9 +241,9 @@ def _worker(stack: Stack, plan: Plan):
 def _oneoff(stack: Stack, plan: Plan, *args: str) -> dict:
     """`stack-backup ARGS` in this restore's worker."""
     worker = _worker(stack, plan)
-    done = subprocess.run(["docker", "exec", *locking.token_args(stack), worker.id, locking.ENGINE, *args],
+    done = subprocess.run(["docker", "exec", *locking.token_args(stack), worker.id, BACKUP_ENGINE, *args],
                           capture_output=True, text=True)
-    return backups.result(done, f"{locking.ENGINE} {args[0]}")
+    return backups.result(done, f"{BACKUP_ENGINE} {args[0]}")
 
 
 def _stage(stack: Stack, plan: Plan) -> None:

@@ -19,3 +19,5 @@ BACKUP_USER = "stack-backup"
 AIIDA_HOME_IN_AIIDA = "/home/aiida/.aiida"  # the aiida-home volume: here in the aiida service...
 AIIDA_HOME_IN_BACKUP = "/aiida-home"  # ...and here (read-only) in the backup sidecar
 AIIDA_HOME_RW_IN_BACKUP = "/aiida-home-rw"  # ...and here, read-write, in a one-off sidecar (restores)
+
+BACKUP_ENGINE = "stack-backup"  # the backup sidecar's engine CLI (services/backup/stack-backup)

@@ -36,7 +36,7 @@
   aiida-stack-profile after-restore NAME
       Restored storage: count the nodes; on this aiida-core's schema, `verdi process repair --force`
       (broker state is not in backups). An older schema is left for ./stack migrate, never migrated here.
-      One JSON line: {"nodes", "schema", "head", "current"}. --check-only: no repair.
+      One JSON line: {"nodes", "schema", "head", "current"}.
 
   aiida-stack-profile schema-check REVISION
       One JSON line: {"revision", "head", "known"}: a revision this aiida-core does not know is newer.
@@ -307,7 +307,6 @@ def parser() -> Parser:
     adopted.set_defaults(run=adopt)
     settle = sub.add_parser("after-restore", help="repair process tasks (current schema only), count nodes")
     settle.add_argument("name")
-    settle.add_argument("--check-only", action="store_true", help="count and report only; no repair")
     settle.set_defaults(run=storage_state.after_restore)
     known = sub.add_parser("schema-check", help="one JSON line: does this aiida-core know schema REVISION")
     known.add_argument("revision")

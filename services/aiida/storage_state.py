@@ -108,7 +108,7 @@ def after_restore(args) -> None:
     with contextlib.redirect_stdout(sys.stderr):  # stdout carries the JSON line only
         profile = profiles.load_config().get_profile(args.name)
         schema, head = schemas(profile)
-        if schema == head and not args.check_only:
+        if schema == head:
             verdi(*compat.repair_args(args.name), echo=lambda line: log(f"verdi: {line}"), timeout=300)
         elif schema != head:
             log(f"schema of {args.name!r} is {schema}, this aiida-core's is {head}: it needs ./stack migrate")
