@@ -197,6 +197,8 @@ def schedule_summary(state: dict | None) -> str:
     if state.get("schedule_kind") in (None, "off"):
         return f"{where}; schedule off (./stack backup runs them)"
     parts = [where, f"schedule {state['schedule']}"]
+    if state.get("read_share") not in (None, "off"):
+        parts.append(f"each run also reads {state['read_share']} of the older backups")
     if state.get("last_result") == "failed":
         parts.append(f"[red]last run FAILED at {_short(state.get('last_run_finished'))}: {state.get('error')}[/]")
     elif state.get("last_result") == "ok":

@@ -121,6 +121,7 @@ class Stack:
             "BACKUP_KEEP_DAILY": str(s.backup_keep_daily),
             "BACKUP_KEEP_WEEKLY": str(s.backup_keep_weekly),
             "BACKUP_KEEP_MONTHLY": str(s.backup_keep_monthly),
+            "BACKUP_VERIFY_READ_SHARE": s.backup_verify_read_share,
         }
         path = self.state / "compose.env"
         secrets.write_private(path, "".join(f"{key}={_quote(value)}\n" for key, value in values.items()))

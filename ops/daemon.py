@@ -7,6 +7,8 @@ profile (stack/daemon.disabled.<profile>) that tells it not to, across container
 
 from __future__ import annotations
 
+import time
+
 from ops import console, profiles, wait
 from ops.compose import Stack, json_result
 from ops.errors import StackError
@@ -53,25 +55,29 @@ def status(stack: Stack, profile: str | None = None) -> None:
     verdi_daemon(stack, _name(stack, profile), "status")
 
 
-def start(stack: Stack, profile: str | None = None) -> None:
-    """Start the daemon now: the marker goes, and the service's supervisor, the one place that starts
-    daemons, starts it within a second (two starters at once could each take the other's fresh
-    circusd for an orphan). Returns once the service's own check sees it running."""
+def start(stack: Stack, profile: str | None = None) -> float:
+    """Start the daemon now: the service drops the stop marker and its supervisor, the one place that
+    starts daemons, starts it at once (two starters at once could each take the other's fresh circusd
+    for an orphan). Returns once circusd runs with its workers and the service's own check agrees;
+    the value is the moment (time.monotonic) the daemon was seen running."""
     name = _name(stack, profile)
-    _marker(stack, name, present=False)
+    done = stack.exec_aiida([profiles.PROFILE_CLI, "daemon-start", name, "--timeout", str(RECOVERY_TIMEOUT)],
+                            capture=True)
+    json_result(done.returncode, done.stdout, f"starting the daemon of {name}", done.stderr)
+    running = time.monotonic()
     profiles.serving(stack, name)
     wait.until_healthy(stack, [AIIDA], RECOVERY_TIMEOUT)
+    return running
 
 
 def stop(stack: Stack, profile: str | None = None) -> None:
     """Stop the daemon and keep it stopped until start (the service stays healthy: it should not run).
 
-    The marker first (the supervisor leaves the daemon alone), then the service's own stop: SIGTERM to
+    One call to the service: the marker first (the supervisor leaves the daemon alone), then SIGTERM to
     circusd, as `verdi daemon stop` asks, workers given a few seconds, then killed (their processes'
     tasks go back to the broker). No verdi start-up, and no daemon.timeout that busy workers outlast."""
     name = _name(stack, profile)
-    _marker(stack, name, present=True)
-    done = stack.exec_aiida([profiles.PROFILE_CLI, "daemon-stop", name], capture=True)
+    done = stack.exec_aiida([profiles.PROFILE_CLI, "daemon-stop", "--keep-stopped", name], capture=True)
     result = json_result(done.returncode, done.stdout, f"stopping the daemon of {name}", done.stderr)
     if result["running"]:
         raise StackError(f"the daemon of {name} still runs after it was stopped; see ./stack logs --service aiida")

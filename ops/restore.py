@@ -157,8 +157,8 @@ def restore(stack: Stack, ident: str, source: str, target: str, yes: bool, durin
             raise StackError(f"restore of {source}/{chosen['id']} into {target} failed and was rolled back ("
                              + ("the half-made profile was removed" if plan.new_profile
                                 else f"{target} holds its data from before") + f"): {exc}") from None
-        _finish(stack, plan, start_daemon=not during_rollback)
-        down = time.monotonic() - stopped if plan.serving else None
+        running = _finish(stack, plan, start_daemon=not during_rollback)
+        down = (running or time.monotonic()) - stopped if plan.serving else None
     return Restored(plan, chosen, safety, time.monotonic() - start, down)
 
 
@@ -291,8 +291,10 @@ def _check(plan: Plan, chosen: dict, swapped: dict) -> None:
     console.step(f"check: {plan.database} holds the backup's {swapped['nodes']} nodes, schema {swapped['schema']}")
 
 
-def _finish(stack: Stack, plan: Plan, start_daemon: bool = True) -> None:
-    """After the checks passed: repair the broker's tasks, start the daemon, drop the replaced copies."""
+def _finish(stack: Stack, plan: Plan, start_daemon: bool = True) -> float | None:
+    """After the checks passed: repair the broker's tasks, start the daemon, drop the replaced copies.
+    Returns when the daemon was seen running (time.monotonic), if it was started."""
+    running = None
     current = plan.checked["schema"] == plan.head
     if current and plan.checked["active_processes"]:
         done = stack.exec_aiida([profiles.PROFILE_CLI, "after-restore", plan.target], capture=True)
@@ -305,11 +307,12 @@ def _finish(stack: Stack, plan: Plan, start_daemon: bool = True) -> None:
         console.note(f"{plan.target}: its schema is older than this aiida-core's: not migrated (no silent "
                      f"migrations); run ./stack migrate --profile {plan.target}")
     if start_daemon and current and (plan.serving or plan.new_profile):
-        daemon.start(stack, plan.target)
+        running = daemon.start(stack, plan.target)
         console.step(f"daemon of {plan.target} started")
     _drop(stack, plan, "old_database", "old_folder")
     _journal(stack).unlink(missing_ok=True)
     _remove_workers(plan)
+    return running
 
 
 def _drop(stack: Stack, plan: Plan, database: str, folder: str) -> None:

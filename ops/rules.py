@@ -32,4 +32,5 @@ profile_problem = _rules.profile_problem
 backup_id_problem = _rules.backup_id_problem
 parse_schedule = _rules.parse_schedule
 SCHEDULE_HELP: str = _rules.SCHEDULE_HELP
+parse_read_share = _rules.parse_read_share
 restore_names = _rules.restore_names

@@ -67,6 +67,7 @@ class Settings(BaseSettings):
     backup_keep_daily: int = Field(default=7, ge=0)
     backup_keep_weekly: int = Field(default=4, ge=0)
     backup_keep_monthly: int = Field(default=6, ge=0)
+    backup_verify_read_share: str = "1/7"  # rules.parse_read_share, as the sidecar reads it
     backups_dir: str = ""
     mounts: list[str] = Field(default_factory=list, max_length=50)
     ssh_config: str = ""
@@ -75,6 +76,12 @@ class Settings(BaseSettings):
     @classmethod
     def _schedule(cls, value: str) -> str:
         rules.parse_schedule(value)  # its ValueError names what is wrong
+        return value
+
+    @field_validator("backup_verify_read_share")
+    @classmethod
+    def _read_share(cls, value: str) -> str:
+        rules.parse_read_share(value)
         return value
 
     @field_validator("backups_dir", "ssh_config")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -146,7 +147,8 @@ def test_a_node_stored_between_the_dump_and_the_repository_copy_is_wholly_absent
 def test_the_settings_schedule_makes_verified_backups_in_a_real_stack(stack):
     before = set(_ids(stack))
     try:
-        up = stack.cli("up", env={"AIIDA_STACK_BACKUP_SCHEDULE": "10s"})
+        # (the read share would find the rot other tests left in older backups on purpose)
+        up = stack.cli("up", env={"AIIDA_STACK_BACKUP_SCHEDULE": "10s", "AIIDA_STACK_BACKUP_VERIFY_READ_SHARE": "off"})
         assert up.returncode == 0, up.stdout + up.stderr
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
@@ -155,10 +157,51 @@ def test_the_settings_schedule_makes_verified_backups_in_a_real_stack(stack):
                 break
             time.sleep(3)
         assert state.get("last_result") == "ok", state
-        assert state["schedule"] == "10s" and not state.get("unreadable")
+        assert state["schedule"] == "10s" and state["read_share"] == "off" and not state.get("unreadable")
         listed = json.loads(stack.compose.run("exec", "-T", BACKUP, "stack-backup", "list", "--profile",
                                               stack.settings.profile, capture=True).stdout)["backups"]
         assert listed[0]["id"] not in before and listed[0]["verified"] is True  # (the tiers prune old ones)
     finally:
         assert stack.cli("up").returncode == 0  # the suite's stack: schedule off again
     assert stack.health() == dict.fromkeys(SERVICES, "healthy")
+
+
+def _read_share(stack, profile: str, of: int, skip: str) -> tuple[int, dict]:
+    done = stack.compose.container(BACKUP).exec_run(["stack-backup", "read-share", "--profile", profile,
+                                                     "--of", str(of), "--skip", skip], demux=True)
+    return done.exit_code, json.loads(done.output[0].decode().splitlines()[-1])
+
+
+def test_a_rotating_read_share_reads_every_older_byte_once_in_n_runs_and_finds_rot_there(stack):
+    profile = f"rs_{uuid.uuid4().hex[:6]}"  # its own backups: no rot left by other tests
+    assert stack.cli("profile.create", profile).returncode == 0
+    try:
+        ids = []
+        for _ in range(3):
+            stored = stack.cli("run", "tests/backup/scripts/store_files.py", "--profile", profile, "--", "2", "3000")
+            assert stored.returncode == 0, stored.stdout + stored.stderr
+            ids.append(_backup(stack.cli, "--profile", profile))
+        root = f"/backups/{profile}"
+        # rot that no full verification of the newest backup can see: the changed copy is a new inode
+        loose = _in_backup(stack, f"cd {root}/{ids[0]} && find repository/container/loose -type f | head -1").strip()
+        _corrupt(stack, f"{root}/{ids[0]}/{loose}", "flip")
+        _corrupt(stack, f"{root}/{ids[1]}/database/toc.dat", "truncate")
+        listing = _in_backup(stack, f"cd {root} && for b in {' '.join(ids)}; do find $b/database "
+                                    f"$b/repository/container/loose $b/repository/container/packs -type f "
+                                    f"-printf '%i %s %p\\n'; done")
+        newest_inodes = {line.split()[0] for line in listing.splitlines() if line.split()[2].startswith(ids[-1])}
+        older = {inode: int(size) for inode, size, _ in (line.split() for line in listing.splitlines())
+                 if inode not in newest_inodes}
+        runs = [_read_share(stack, profile, 3, ids[-1]) for _ in range(3)]
+        assert [out["share"] for _, out in runs] == ["1/3", "2/3", "3/3"]
+        assert sum(out["files"] for _, out in runs) == len(older)  # each older inode once, in 3 runs
+        assert sum(out["bytes"] for _, out in runs) == sum(older.values())
+        found = {(r["id"], r["file"]) for _, out in runs for r in out["rotten"]}
+        assert found == {(ids[0], loose), (ids[1], "database/toc.dat")}
+        assert [code for code, _ in runs] == [1 if out["rotten"] else 0 for _, out in runs]
+        listed = json.loads(stack.compose.run("exec", "-T", BACKUP, "stack-backup", "list", "--profile", profile,
+                                              capture=True).stdout)["backups"]
+        assert {b["id"]: b["verified"] for b in listed} == {ids[0]: False, ids[1]: False, ids[2]: True}
+    finally:
+        assert stack.cli("profile.delete", profile, "--yes").returncode == 0
+        _in_backup(stack, f"rm -rf /backups/{profile}")

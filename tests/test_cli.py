@@ -30,6 +30,8 @@ def _containers(name: str) -> list:
     ("AIIDA_STACK_BACKUP_SCHEDULE", "5s", "backup_schedule"),
     ("AIIDA_STACK_BACKUP_SCHEDULE", "99 99 * * *", "backup_schedule"),
     ("AIIDA_STACK_BACKUP_SCHEDULE", "daily", "backup_schedule"),
+    ("AIIDA_STACK_BACKUP_VERIFY_READ_SHARE", "1/0", "backup_verify_read_share"),
+    ("AIIDA_STACK_BACKUP_VERIFY_READ_SHARE", "half", "backup_verify_read_share"),
 ])
 def test_up_refuses_invalid_settings_and_starts_nothing(variable, value, named):
     name = unique_name("bad")

@@ -16,8 +16,10 @@ from ops.services import AIIDA, BACKUP, POSTGRES, RABBITMQ, SERVICES
 
 pytestmark = pytest.mark.stack
 
-CALCULATIONS = 20
-FINISH_TIMEOUT = 240
+# The 100-calculation run is measured by hand (AIIDA_STACK_TEST_CALCULATIONS=100 ./stack test -k
+# outages); CI runs 20, which already outlast the outage by far.
+CALCULATIONS = int(os.environ.get("AIIDA_STACK_TEST_CALCULATIONS", "20"))
+FINISH_TIMEOUT = 120 + 6 * CALCULATIONS  # 240 s for 20
 
 
 def _states(stack, pks: list[str]) -> dict[str, list] | None:

@@ -29,9 +29,13 @@
       DB password on stdin. The config entry of a profile whose storage a restore has just put in
       place (database aiida_NAME, repository/NAME): this stack's credentials and broker, a new
       PROFILE_UUID (its own broker queues), the backed-up profile's options. No storage set-up.
-  aiida-stack-profile daemon-stop NAME
+  aiida-stack-profile daemon-stop NAME [--keep-stopped]
       Stop the profile's daemon now (SIGTERM to circusd, workers given AIIDA_DAEMON_STOP_TIMEOUT s, then
-      killed): what `verdi daemon stop` asks, without verdi's second of start-up. One JSON line.
+      killed): what `verdi daemon stop` asks, without verdi's second of start-up. --keep-stopped writes
+      the stop marker first (the supervisor then leaves it stopped). One JSON line.
+  aiida-stack-profile daemon-start NAME [--timeout S]
+      Remove the stop marker and wait until the supervisor has started the daemon (circusd with its
+      workers). One JSON line: {"profile", "running", "seconds", "workers"}.
 
   aiida-stack-profile after-restore NAME
       Restored storage: count the nodes; on this aiida-core's schema, `verdi process repair --force`
@@ -54,6 +58,7 @@ import json
 import shutil
 import signal
 import sys
+import time
 import uuid
 
 import common
@@ -225,10 +230,30 @@ def stop_daemon(args) -> None:
     name = valid_name(args.name)
     if name not in common.profile_names():
         raise CliError(3, f"no profile {name!r}")
+    if args.keep_stopped:  # first: the supervisor leaves the daemon alone from now on
+        common.disabled_file(name).parent.mkdir(parents=True, exist_ok=True)
+        common.disabled_file(name).touch()
     was = daemon.circusd_pid(name)
     daemon.stop(name)
     print(json.dumps({"profile": name, "stopped": was is not None, "running": daemon.circusd_pid(name) is not None}),
           flush=True)
+
+
+def start_daemon(args) -> None:
+    """Drop the stop marker: the supervisor, the one place that starts daemons, starts it at once (it
+    looks at the markers every DISABLED_POLL s). Returns when circusd runs with its workers."""
+    name = valid_name(args.name)
+    if name not in common.profile_names():
+        raise CliError(3, f"no profile {name!r}")
+    asked = time.monotonic()
+    common.disabled_file(name).unlink(missing_ok=True)
+    while daemon.circusd_pid(name) is None or daemon.worker_count(name) < 1:
+        if time.monotonic() - asked > args.timeout:
+            raise CliError(1, f"the daemon of {name} is not running {args.timeout:.0f} s after its start was asked "
+                              "for; see the service's log (./stack logs --service aiida)")
+        time.sleep(0.05)
+    print(json.dumps({"profile": name, "running": True, "seconds": round(time.monotonic() - asked, 2),
+                      "workers": daemon.worker_count(name)}), flush=True)
 
 
 def adopt(args) -> None:
@@ -295,7 +320,13 @@ def parser() -> Parser:
     stop = sub.add_parser("daemon-stop", help="stop a profile's daemon now (SIGTERM to circusd, as `verdi daemon "
                                               "stop` asks; without verdi's start-up); one JSON line")
     stop.add_argument("name")
+    stop.add_argument("--keep-stopped", action="store_true", help="write the stop marker first (./stack daemon.stop)")
     stop.set_defaults(run=stop_daemon)
+    begin = sub.add_parser("daemon-start", help="drop the stop marker and wait until the supervisor has started the "
+                                                "daemon (circusd with its workers); one JSON line")
+    begin.add_argument("name")
+    begin.add_argument("--timeout", type=float, default=120)
+    begin.set_defaults(run=start_daemon)
     counted = sub.add_parser("workers", help="one JSON line: running and configured daemon workers")
     counted.add_argument("name", nargs="?")
     counted.add_argument("--all", action="store_true")

@@ -76,6 +76,7 @@ WAIT_TIMEOUT = float(os.environ.get("AIIDA_WAIT_TIMEOUT", "120"))
 HEALTH_FILE = pathlib.Path(os.environ.get("AIIDA_HEALTH_FILE", "/run/aiida-stack/health"))
 HEALTH_INTERVAL = float(os.environ.get("AIIDA_HEALTH_INTERVAL", "30"))
 START_SETTLE = 15.0  # seconds the check run alongside daemon starts waits for them to answer
+DISABLED_POLL = 0.1  # seconds between looks at the stop markers (daemon.start and .stop on the host)
 
 DB_PASSWORD = os.environ.pop("AIIDA_STACK_DB_PASSWORD", "")
 BROKER_PASSWORD = os.environ.pop("AIIDA_STACK_BROKER_PASSWORD", "")
@@ -227,7 +228,17 @@ def supervise() -> None:
         if time.monotonic() >= next_health:
             # A failing verdict is re-checked soon: right after a start the workers may still be coming up.
             next_health = time.monotonic() + (HEALTH_INTERVAL if record_health() else INTERVAL / 2)
-        stopping.wait(1)
+        _pause(names, watches)
+
+
+def _pause(names: list[str], watches: dict[str, Watch]) -> None:
+    """A second between rounds, cut short when a stop marker comes or goes (./stack daemon.start waits
+    for the supervisor: a restore's daemon downtime includes this reaction)."""
+    for _ in range(round(1 / DISABLED_POLL)):
+        if stopping.wait(DISABLED_POLL):
+            return
+        if any(name in watches and disabled_file(name).exists() != watches[name].was_disabled for name in names):
+            return
 
 
 def stop_every_daemon() -> None:

@@ -1,12 +1,13 @@
 """The backup sidecar's long-running process: `sidecar.py serve`.
 
 It keeps a heartbeat (/tmp/sidecar.alive) for the healthcheck and runs the schedule
-(stackbackup.schedule: BACKUP_SCHEDULE, BACKUP_KEEP_*, AIIDA_CORE_VERSION, validated at start; a bad
-value is logged naming the variable and the process exits 2). At each due time, for every profile
-of /aiida-home/config.json (core.psql_dos; others are skipped): `stack-backup backup` (waits for the
-lock if a backup or prune is running) → `stack-backup verify` of the new backup (checksums and
-repository, no scratch server) → `stack-backup prune` with the tiers. The engine runs as a child
-process, so a crash of one run cannot take the scheduler down; SIGTERM is forwarded to it (the
+(stackbackup.schedule: BACKUP_SCHEDULE, BACKUP_KEEP_*, BACKUP_VERIFY_READ_SHARE, AIIDA_CORE_VERSION,
+validated at start; a bad value is logged naming the variable and the process exits 2). At each due
+time, for every profile of /aiida-home/config.json (core.psql_dos; others are skipped):
+`stack-backup backup` (waits for the lock if a backup or prune is running) → `stack-backup verify` of
+the new backup (checksums and repository, no scratch server) → `stack-backup prune` with the tiers →
+`stack-backup read-share` (the next 1/N of the older backups, BACKUP_VERIFY_READ_SHARE). The engine
+runs as a child process, so a crash of one run cannot take the scheduler down; SIGTERM is forwarded to it (the
 engine removes its in-progress folder; published backups are untouched) and serve exits.
 
 The outcome goes to /backups/.schedule.json (atomic), the healthcheck's precomputed inputs to
@@ -133,6 +134,7 @@ class Server:
             "schedule": self.schedule.text, "schedule_kind": self.schedule.kind,
             "period_seconds": round(self.schedule.period(now())) if self.schedule.on else None,
             "retention": self.settings.retention(), "sidecar_started": iso(self.started),
+            "read_share": f"1/{self.settings.read_share}" if self.settings.read_share else "off",
             "next_due": iso(due) if due else None, "deadline": iso(limit) if limit else None,
         }
         for key in ("last_run_started", "last_run_finished", "last_result", "error", "profiles", "last_success"):
@@ -274,7 +276,26 @@ class Server:
             entry["pruned"] = out.get("pruned") or []
             log(f"run: prune {name}: removed {len(entry['pruned'])}, kept {len(out.get('kept') or [])}"
                 + (f" ({', '.join(entry['pruned'])})" if entry["pruned"] else ""))
+        if self.settings.read_share and entry["verified"]:
+            self.read_share(name, entry, errors)
         entry["ok"] = entry["verified"] and "error" not in entry
+
+    def read_share(self, name: str, entry: dict, errors: list[str]) -> None:
+        """The next 1/N of the older backups, read and checked (the new one was read in full by verify)."""
+        code, out, _ = self.engine("read-share", "--profile", name, "--of", str(self.settings.read_share),
+                                   "--skip", entry["id"], "--wait", str(LOCK_WAIT))
+        if self.stopping:
+            return
+        entry["read_share"] = {key: out.get(key) for key in ("share", "backups", "files", "bytes", "seconds")}
+        if code != 0 or not out.get("ok"):
+            found = [f"{r['id']} {r['file']}: {r['problem']}" for r in out.get("rotten") or []]
+            entry["error"] = "; ".join(filter(None, [entry.get("error"),
+                                                     f"read share: {'; '.join(found) or out.get('error')}"]))
+            errors.append(f"{name}: read share: {'; '.join(found[:5]) or out.get('error')}")
+            log(f"run: read share {name}: FAILED: {'; '.join(found[:5]) or out.get('error')}")
+        else:
+            log(f"run: read share {name}: {out['share']} of {out['backups']} older backup(s): {out['files']} "
+                f"file(s), {out['bytes']} bytes, sound ({out['seconds']} s)")
 
     # --------------------------------------------------------------------------------------------
 
@@ -286,7 +307,8 @@ class Server:
         s = self.settings
         if self.schedule.on:
             log(f"serving: schedule {self.schedule.text!r} ({self.schedule.kind}, UTC), keep last {s.keep_last}, "
-                f"daily {s.keep_daily}, weekly {s.keep_weekly}, monthly {s.keep_monthly}; next due {iso(due)}")
+                f"daily {s.keep_daily}, weekly {s.keep_weekly}, monthly {s.keep_monthly}; read share "
+                f"{f'1/{s.read_share}' if s.read_share else 'off'}; next due {iso(due)}")
         else:
             log("serving: schedule off (backups only on demand)")
         last_refresh = time.monotonic()

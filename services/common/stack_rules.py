@@ -79,6 +79,24 @@ def parse_schedule(text: str) -> tuple[str, str, int]:
     raise ValueError(f"expected {SCHEDULE_HELP}")
 
 
+# The scheduled verification's read share (setting backup_verify_read_share, the sidecar's
+# BACKUP_VERIFY_READ_SHARE): besides the new backup, read in full, each scheduled run reads one N-th
+# of the older backups' files, in turn, so every byte of every kept backup is read at least once
+# every N runs ("1/N"; "off" reads only the new backup). restic's `check --read-data-subset` is the model.
+READ_SHARE_HELP = "'off' or '1/N' with N from 1 to 1000 (each run reads one N-th of the older backups)"
+
+
+def parse_read_share(text: str) -> int:
+    """N of "1/N" (0 for "off"); ValueError says what is wrong."""
+    value = "".join(text.split()).lower()
+    if value in SCHEDULE_OFF:
+        return 0
+    match = re.fullmatch(r"1/(\d{1,4})", value)
+    if not match or not 1 <= int(match.group(1)) <= 1000:
+        raise ValueError(f"expected {READ_SHARE_HELP}")
+    return int(match.group(1))
+
+
 # A restore stages the backup's copies beside the live ones and swaps them by renaming; the live
 # copies are kept aside until the restore's checks pass. Staged and set-aside names carry the
 # restore's id, and only names of this shape are ever dropped.

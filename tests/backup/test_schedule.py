@@ -144,6 +144,23 @@ def test_intervals(text, seconds):
     assert schedule.parse_schedule(text) == schedule.Schedule(text, "interval", seconds=seconds)
 
 
+@pytest.mark.parametrize("text,n", [("1/7", 7), ("1 / 30", 30), ("off", 0), ("1/1", 1), ("1/0", None), ("2/7", None),
+                                    ("10%", None), ("7", None)])
+def test_host_and_sidecar_read_the_read_share_alike(text, n):
+    from ops.settings import Settings
+
+    try:
+        sidecar = schedule.Settings.from_env({"BACKUP_VERIFY_READ_SHARE": text}).read_share
+    except schedule.ConfigError:
+        sidecar = None
+    try:
+        Settings(name="x", backup_verify_read_share=text)
+        host_accepts = True
+    except ValueError:
+        host_accepts = False
+    assert sidecar == n and host_accepts == (n is not None)
+
+
 @pytest.mark.parametrize("text", ["1h30m", "30s", "0 3 * * *", "@daily", "off", "5s", "99 99 * * *", "daily", "1x"])
 def test_host_and_sidecar_read_the_schedule_alike(text):
     """The host's setting check and the sidecar's parser agree on every schedule, the README's own
@@ -168,6 +185,8 @@ def test_host_and_sidecar_read_the_schedule_alike(text):
     ({"BACKUP_SCHEDULE": "0 3 * *"}, "BACKUP_SCHEDULE"), ({"BACKUP_KEEP_LAST": "0"}, "BACKUP_KEEP_LAST"),
     ({"BACKUP_KEEP_DAILY": "-1"}, "BACKUP_KEEP_DAILY"), ({"BACKUP_KEEP_WEEKLY": "x"}, "BACKUP_KEEP_WEEKLY"),
     ({"BACKUP_KEEP_MONTHLY": "1.5"}, "BACKUP_KEEP_MONTHLY"), ({"AIIDA_CORE_VERSION": "2.7; rm"}, "AIIDA_CORE_VERSION"),
+    ({"BACKUP_VERIFY_READ_SHARE": "2/7"}, "BACKUP_VERIFY_READ_SHARE"),
+    ({"BACKUP_VERIFY_READ_SHARE": "1/1001"}, "BACKUP_VERIFY_READ_SHARE"),
 ])
 def test_bad_settings_name_the_variable(env, variable):
     with pytest.raises(schedule.ConfigError, match=variable):
@@ -176,7 +195,7 @@ def test_bad_settings_name_the_variable(env, variable):
 
 def test_defaults_and_off():
     settings = schedule.Settings.from_env({"BACKUP_SCHEDULE": ""})
-    assert settings.schedule.seconds == 86400 and settings.retention() == {
+    assert settings.schedule.seconds == 86400 and settings.read_share == 7 and settings.retention() == {
         "keep_last": 7, "keep_daily": 7, "keep_weekly": 4, "keep_monthly": 6}
     off = schedule.parse_schedule("off")
     assert not off.on and schedule.next_due(off, at("2025-01-01T00:00"), at("2025-01-01T00:00"), {}) is None
@@ -309,7 +328,8 @@ def sidecars(stack, images):
 def test_scheduled_runs_back_up_verify_prune_and_report(stack, sidecars):
     profile = stack.settings.profile
     sidecar = sidecars({"BACKUP_SCHEDULE": "10s", "BACKUP_KEEP_LAST": "2", "BACKUP_KEEP_DAILY": "0",
-                        "BACKUP_KEEP_WEEKLY": "0", "BACKUP_KEEP_MONTHLY": "0", "AIIDA_CORE_VERSION": "2.9.4"})
+                        "BACKUP_KEEP_WEEKLY": "0", "BACKUP_KEEP_MONTHLY": "0", "AIIDA_CORE_VERSION": "2.9.4",
+                        "BACKUP_VERIFY_READ_SHARE": "1/2"})
     first = sidecar.wait_for("the schedule state", lambda s: s.get("schedule") == "10s", 60)
     assert first["healthy"] is True and first["schedule_kind"] == "interval" and first["period_seconds"] == 10
     assert first["last_result"] is None  # fresh: healthy until 2 intervals have passed
@@ -328,6 +348,9 @@ def test_scheduled_runs_back_up_verify_prune_and_report(stack, sidecars):
     assert state["last_result"] == "ok" and state["error"] is None and state["healthy"] is True
     entry = state["profiles"][profile]
     assert entry["ok"] is True and entry["verified"] is True and entry["id"].startswith("backup_")
+    # the older backup (one, after the prune) was read by one of the two halves
+    assert state["read_share"] == "1/2" and entry["read_share"]["share"] in ("1/2", "2/2")
+    assert entry["read_share"]["backups"] == 1
     assert state["last_success"] == state["last_run_finished"]
     assert state["next_due"] > state["last_run_finished"]
     rows = sidecar.engine("list", "--profile", profile)["backups"]
@@ -340,7 +363,7 @@ def test_scheduled_runs_back_up_verify_prune_and_report(stack, sidecars):
     assert code == 0, out
     logs = sidecar.logs()
     for line in ("run: started", f"run: backup {profile}: backup_", f"run: verify {profile}", f"run: prune {profile}",
-                 "run: ok"):
+                 f"run: read share {profile}: ", "run: ok"):
         assert line in logs, logs[-3000:]
 
     # the prune command by hand: newest verified and latest are never removed

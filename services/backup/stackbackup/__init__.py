@@ -19,6 +19,7 @@ Layout of /backups (the backups volume, 0700):
         verify.json                      the last verification's result (after `verify`)
         .reading                         readers (verify, restore) hold a shared flock on it
     /backups/<profile>/latest -> backup_...   moved last, atomically
+    /backups/<profile>/.read-share.json  which 1/N share of the older backups `read-share` reads next
 
 The runbook behind `backup` (AiiDA's `verdi storage backup`, extended): lock → dump database →
 copy repository → write config entry → write manifest → publish → prune. Database first,
@@ -39,6 +40,10 @@ Modules:
     schedule      the sidecar's schedule: BACKUP_* settings, due times, .schedule.json, the health
                   rule, `schedule-status` (the loop itself: services/backup/sidecar.py serve)
     verify        `verify`: checksums, repository, optionally a real restore on a scratch server
+    rot           re-copying a new backup's rotten loose objects from the live repository
+    readshare     `read-share`: the next 1/N of the older backups' files, read and checked
+    swap          a restore's renames of database and repository folder: in, back, drop
+    locking       the stack's one lock (flock + holder record), `hold-lock` for the host
     cli           argparse, the one JSON result line, exit codes: main()
 
 Run as `python -m stackbackup` (the image's /usr/local/bin/stack-backup does).

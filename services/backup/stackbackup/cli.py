@@ -18,6 +18,7 @@ from stackbackup.database import cmd_restore_database
 from stackbackup.layout import AIIDA_HOME_RW, cmd_list
 from stackbackup.locking import cmd_hold_lock
 from stackbackup.prune import cmd_prune
+from stackbackup.readshare import cmd_read_share
 from stackbackup.repository import cmd_restore_repository
 from stackbackup.schedule import DEFAULTS, cmd_schedule_status
 from stackbackup.swap import cmd_swap
@@ -53,6 +54,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", type=float, default=0, help="seconds to wait for the stack's lock (default: refuse)")
     p.add_argument("--repair-from-live", action="store_true",
                    help="re-copy rotten or missing loose objects from the live repository when it holds them sound")
+
+    p = sub.add_parser("read-share", help="read the next share of a profile's older backups (every byte once "
+                                          "in OF runs): dump checksums, loose and packed objects' hashes")
+    p.add_argument("--profile", required=True)
+    p.add_argument("--of", type=int, required=True, help="N of the setting's 1/N")
+    p.add_argument("--skip", action="append", default=[], help="a backup read in full already (the new one)")
+    p.add_argument("--wait", type=float, default=0, help="seconds to wait for the stack's lock (default: refuse)")
 
     p = sub.add_parser("restore-database", help="load a backup's dump into a new database and check it")
     p.add_argument("--profile", required=True)
@@ -122,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
             result, code = cmd_verify(args)
         elif command == "prune":
             result = cmd_prune(args)
+        elif command == "read-share":
+            result, code = cmd_read_share(args)
         elif command == "schedule-status":
             result = cmd_schedule_status(args)
         elif command == "restore-database":

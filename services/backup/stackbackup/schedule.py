@@ -8,6 +8,8 @@ Environment (validated by `Settings.from_env`; empty or absent → default):
     BACKUP_KEEP_DAILY     int ≥ 0 (default 7)
     BACKUP_KEEP_WEEKLY    int ≥ 0 (default 4)
     BACKUP_KEEP_MONTHLY   int ≥ 0 (default 6)
+    BACKUP_VERIFY_READ_SHARE  "off" | "1/N": each run also reads one N-th of the older backups (default
+                          "1/7"; the grammar is stack_rules.parse_read_share)
     AIIDA_CORE_VERSION    recorded in each manifest (like `backup --aiida-version`)
 
 Due times: an interval is due one interval after the newest published backup of each profile
@@ -42,7 +44,7 @@ DEADLINE_FILE = RUN_DIR / "schedule-deadline"  # "<epoch> <since ISO> <period s>
 FAILED_FILE = RUN_DIR / "schedule-failed"  # present (with the error) when the last run failed
 RETRY_AFTER_FAILURE = 15 * 60
 DEFAULTS = {"BACKUP_SCHEDULE": "24h", "BACKUP_KEEP_LAST": "7", "BACKUP_KEEP_DAILY": "7",
-            "BACKUP_KEEP_WEEKLY": "4", "BACKUP_KEEP_MONTHLY": "6"}
+            "BACKUP_KEEP_WEEKLY": "4", "BACKUP_KEEP_MONTHLY": "6", "BACKUP_VERIFY_READ_SHARE": "1/7"}
 
 
 class ConfigError(ValueError):
@@ -95,6 +97,7 @@ class Settings:
     keep_weekly: int
     keep_monthly: int
     aiida_version: str | None
+    read_share: int = 0  # N of "1/N"; 0: off
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -117,9 +120,13 @@ class Settings:
         version = (env.get("AIIDA_CORE_VERSION") or "").strip() or None
         if version is not None and not re.fullmatch(r"[A-Za-z0-9.+_-]{1,64}", version):
             raise ConfigError(f"AIIDA_CORE_VERSION={version!r}: not a version string")
+        try:
+            share = stack_rules.parse_read_share(get("BACKUP_VERIFY_READ_SHARE"))
+        except ValueError as exc:
+            raise ConfigError(f"BACKUP_VERIFY_READ_SHARE={get('BACKUP_VERIFY_READ_SHARE')!r}: {exc}") from None
         return cls(schedule=parse_schedule(get("BACKUP_SCHEDULE")), keep_last=count("BACKUP_KEEP_LAST", 1),
                    keep_daily=count("BACKUP_KEEP_DAILY", 0), keep_weekly=count("BACKUP_KEEP_WEEKLY", 0),
-                   keep_monthly=count("BACKUP_KEEP_MONTHLY", 0), aiida_version=version)
+                   keep_monthly=count("BACKUP_KEEP_MONTHLY", 0), aiida_version=version, read_share=share)
 
     def retention(self) -> dict[str, int]:
         return {"keep_last": self.keep_last, "keep_daily": self.keep_daily, "keep_weekly": self.keep_weekly,
