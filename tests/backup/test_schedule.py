@@ -21,7 +21,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "services" / "backup"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "services" / "common"))
 
-from stackbackup import retention, schedule
+from stackbackup import readshare, retention, schedule
 
 UTC = dt.timezone.utc
 
@@ -142,6 +142,14 @@ def test_prune_tiered_never_removes_latest_newest_verified_or_one_being_read(tmp
                                           ("1w", 604800), ("1h30m", 5400)])
 def test_intervals(text, seconds):
     assert schedule.parse_schedule(text) == schedule.Schedule(text, "interval", seconds=seconds)
+
+
+@pytest.mark.parametrize("of", [1, 3, 7])
+def test_the_read_share_puts_each_inode_in_one_slice_and_spreads_them(of):
+    inodes = range(1000, 8000)  # sequential, as file systems hand them out
+    slices = [sum(readshare.in_slice(inode, index, of) for inode in inodes) for index in range(of)]
+    assert sum(slices) == len(inodes)  # each in exactly one: every byte read once in N runs
+    assert min(slices) > 0.8 * len(inodes) / of  # about 1/N each: the reading is spread over the runs
 
 
 @pytest.mark.parametrize("text,n", [("1/7", 7), ("1 / 30", 30), ("off", 0), ("1/1", 1), ("1/0", None), ("2/7", None),

@@ -27,7 +27,6 @@ from pathlib import Path
 from stackbackup.common import EXIT_FAIL, EXIT_INPUT, EXIT_OK, Fail, files_under, iso, say, sha256_file, utcnow
 from stackbackup.layout import check_profile_name, profile_dir, published, reading, write_json_atomic
 from stackbackup.locking import global_lock
-from stackbackup.repository import open_backup_container
 
 STATE_FILE = ".read-share.json"
 CHUNK = 1 << 20
@@ -66,6 +65,8 @@ def _file_sound(folder: Path, kind: str, path: Path, manifest: dict, hash_type: 
 
 def _pack_sound(container: Path, pack_id: str, hash_type: str) -> str | None:
     """Read every object the container's index places in this pack, and check each one's hash."""
+    from stackbackup.repository import open_backup_container  # disk-objectstore: the image has it
+
     with open_backup_container(container) as store:
         keys = [key for key, meta in store.get_objects_meta(list(store.list_all_objects()))
                 if str(meta.pack_id) == pack_id]
