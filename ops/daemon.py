@@ -102,13 +102,6 @@ def workers(stack: Stack, profile: str | None = None) -> dict:
     return json_result(done.returncode, done.stdout, "counting the daemon workers", done.stderr)
 
 
-def every_state(stack: Stack) -> dict[str, dict]:
-    """profile → {"running", "configured", "disabled"} for every profile's daemon."""
-    done = stack.exec_aiida([profiles.PROFILE_CLI, "workers", "--all"], capture=True)
-    daemons = json_result(done.returncode, done.stdout, "reading the daemons", done.stderr)["daemons"]
-    return {d["profile"]: d for d in daemons}
-
-
 def describe(state: dict | None) -> str:
     """'2 workers', 'stopped (daemon.stop)', 'NOT running' for a status table."""
     if not state:

@@ -32,9 +32,10 @@ def validate_name(name: str) -> str:
     return name
 
 
-def info(stack: Stack) -> dict:
-    """{"default": name, "profiles": [...]} from the aiida service; passwords are never included."""
-    done = stack.exec_aiida([PROFILE_CLI, "info"], capture=True)
+def info(stack: Stack, state: bool = False) -> dict:
+    """{"default": name, "profiles": [...]} from the aiida service; passwords are never included.
+    `state`: each profile's schema, processes and daemon too, and "aiida_core" and "plugins"."""
+    done = stack.exec_aiida([PROFILE_CLI, "info", *(["--state"] if state else [])], capture=True)
     listing = json_result(done.returncode, done.stdout, "listing the profiles", done.stderr)
     completion_cache.write("profiles", (p["name"] for p in listing["profiles"]))
     return listing

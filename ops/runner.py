@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
-from ops.compose import Stack, json_result
+from ops.compose import Stack
 from ops.errors import StackError
 from ops.services import AIIDA
 
@@ -49,9 +49,3 @@ def run_script(stack: Stack, script: Path, args: Sequence[str] = (), profile: st
     finally:
         stack.exec_aiida(["rm", "-rf", str(Path(remote).parent)], capture=True)
     return done.returncode, done.stdout if capture else ""
-
-
-def aiida_info(stack: Stack) -> dict:
-    """The installation's state (version, plugins, profiles, daemon) from inside."""
-    code, out = run_script(stack, SCRIPTS / "stack_info.py", capture=True, plain=True)
-    return json_result(code, out, "reading the aiida service's state")

@@ -4,6 +4,7 @@ tables or printed as JSON (`--json`, for scripts and CI: parse it, not the table
 from __future__ import annotations
 
 import contextlib
+from concurrent.futures import ThreadPoolExecutor
 
 from rich.console import Group
 from rich.table import Table
@@ -11,7 +12,6 @@ from rich.table import Table
 from ops import backups, daemon, engine, profiles, runbook, wait
 from ops.compose import Stack
 from ops.errors import StackError
-from ops.runner import aiida_info
 from ops.services import AIIDA, BACKUP, SERVICES
 from ops.settings import Settings
 
@@ -20,33 +20,46 @@ HEALTH_COLOURS = {"healthy": "green", "unhealthy": "red", "starting": "yellow"}
 
 def report(settings: Settings) -> dict:
     """{"stack", "services": {service: {state, health, restarts}}, "aiida", "backup", "profiles"}; a part
-    that cannot be read holds {"error": why}; a part of a service that is not running is absent."""
+    that cannot be read holds {"error": why}; a part of a service that is not running is absent. The
+    aiida part (one call, aiida imported once) and the backup part are read at the same time."""
     stack = Stack(settings)
     engine.client()
     states = wait.service_states(stack)
     found: dict = {"stack": settings.name, "services": {
         service: ({key: states[service][key] for key in ("state", "health", "restarts")} if service in states
                   else {"state": "absent", "health": None, "restarts": 0}) for service in SERVICES}}
-    if states.get(AIIDA, {}).get("state") == "running":
-        try:
-            listing = profiles.info(stack)
-            schemas = runbook.activity(stack)
-            daemons = daemon.every_state(stack)
-            found["aiida"] = {**aiida_info(stack), "active_processes": sum(p["active"] for p in schemas.values()),
-                              "last_change": runbook.last_change(stack)}
-            found["profiles"] = [{**p, "schema": schemas.get(p["name"]), "daemon": daemons.get(p["name"])}
-                                 for p in listing["profiles"]]
-        except StackError as exc:
-            found["aiida"] = {"error": str(exc)}
-    if states.get(BACKUP, {}).get("state") == "running":
-        found["backup"] = backups.schedule_state(stack)
-        latest: dict = {}
-        with contextlib.suppress(StackError):
-            for b in backups.published(stack):
-                latest.setdefault(b["profile"], b)
-        for p in found.get("profiles", []):
-            p["last_backup"] = latest.get(p["name"])
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        aiida = pool.submit(_aiida_part, stack) if states.get(AIIDA, {}).get("state") == "running" else None
+        backup = pool.submit(_backup_part, stack) if states.get(BACKUP, {}).get("state") == "running" else None
+        if aiida is not None:
+            found.update(aiida.result())
+        if backup is not None:
+            found["backup"], latest = backup.result()
+            for p in found.get("profiles", []):
+                p["last_backup"] = latest.get(p["name"])
     return found
+
+
+def _aiida_part(stack: Stack) -> dict:
+    try:
+        listing = profiles.info(stack, state=True)
+    except StackError as exc:
+        return {"aiida": {"error": str(exc)}}
+    names = sorted(p["name"] for p in listing["profiles"])
+    return {"aiida": {"plugins": listing["plugins"], "aiida_core": listing["aiida_core"], "profile": listing["default"],
+                      "default_profile": listing["default"], "profiles": names,
+                      "active_processes": sum((p["schema"] or {}).get("active", 0) for p in listing["profiles"]),
+                      "last_change": runbook.last_change(stack)},
+            "profiles": listing["profiles"]}
+
+
+def _backup_part(stack: Stack) -> tuple[dict, dict]:
+    """(the schedule's state, profile → its newest backup)."""
+    latest: dict = {}
+    with contextlib.suppress(StackError):
+        for b in backups.published(stack):
+            latest.setdefault(b["profile"], b)
+    return backups.schedule_state(stack), latest
 
 
 def view(found: dict) -> Group:

@@ -23,8 +23,10 @@
       One JSON line: {"profile", "running", "configured", "disabled"}: the daemon's workers now, the
       profile's daemon.default_workers, stopped on purpose or not (NAME: default profile); with --all
       {"daemons": [...]} for every profile. No aiida import.
-  aiida-stack-profile info
-      One JSON line: {"default": name, "profiles": [{...,"nodes": count or null (+ "error")}]}.
+  aiida-stack-profile info [--state]
+      One JSON line: {"default": name, "profiles": [{...,"nodes": count or null (+ "error")}]}. --state
+      adds each profile's "schema" (as `activity`, null if unreadable) and "daemon" (as `workers`), and
+      "aiida_core" and "plugins": everything ./stack status shows, with one import of aiida.
   aiida-stack-profile adopt NAME --email E [--options JSON]
       DB password on stdin. The config entry of a profile whose storage a restore has just put in
       place (database aiida_NAME, repository/NAME): this stack's credentials and broker, a new
@@ -307,7 +309,10 @@ def parser() -> Parser:
     chosen = sub.add_parser("set-default", help="make a profile the default")
     chosen.add_argument("name")
     chosen.set_defaults(run=set_default)
-    sub.add_parser("info", help="one JSON line describing every profile").set_defaults(run=info)
+    described = sub.add_parser("info", help="one JSON line describing every profile")
+    described.add_argument("--state", action="store_true", help="also schemas, processes, daemons, aiida-core and "
+                                                                "plugins (./stack status)")
+    described.set_defaults(run=info)
     sub.add_parser("names", help="one JSON line: the default and every profile name").set_defaults(run=names)
     sub.add_parser("activity", help="one JSON line: schemas, active and paused processes per profile").set_defaults(
         run=storage_state.activity)
