@@ -10,6 +10,7 @@ from ops import handover
 
 handover.into_venv()  # an invoke outside .venv (pip, pipx, system) continues as ./stack
 
+import os  # noqa: E402
 import shlex  # noqa: E402 - after the hand-over: ops/ needs the packages of .venv
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -213,13 +214,19 @@ def bench_up(c, profiles=2, runs=3, keep=False):
     warmstart.up_benchmark(settings.load(), profiles, runs, keep)
 
 
-@stack_task(options={"k": Text("only tests matching this pytest -k expression", max_length=1000)})
-def test(c, k=None):
+@stack_task(options={"k": Text("only tests matching this pytest -k expression", max_length=1000),
+                     "workers": Count("test processes, each with its own stack, files shared out among them "
+                                      "(pytest-xdist; default: one per CPU core, at most 4; 1: no xdist)", maximum=16)})
+def test(c, k=None, workers=None):
     """Run the whole test suite (unit + testcontainers integration), preparing engine and images first.
 
-    Extra pytest arguments go after `--`, e.g. ./stack test -- -x -k restart."""
+    Test files are shared out among WORKERS processes (each file's tests stay together, in order, on
+    one stack). Extra pytest arguments go after `--`, e.g. ./stack test -- -x -k restart."""
     lifecycle.build(lifecycle.prepare(settings.load()), only_missing=True)
-    argv = [sys.executable, "-m", "pytest", *(["-k", k] if k else []), *_remainder(c)]
+    extra = _remainder(c)
+    n = workers or min(os.cpu_count() or 1, 4)
+    parallel = ["-n", str(n), "--dist", "loadfile"] if n > 1 and "-n" not in extra else []
+    argv = [sys.executable, "-m", "pytest", *parallel, *(["-k", k] if k else []), *extra]
     raise Exit(code=subprocess.run(argv, cwd=ROOT).returncode)
 
 

@@ -101,6 +101,7 @@ TABLE: dict[tuple[str, str], list[tuple[str, list[str]]]] = {
                                                                    ("shell", "2.2.2;ls"), ("range", "9.9.9")]),
     ("bench.upgrade", "keep"): _switch("--keep"),
     ("test", "k"): _text("-k", 1000, after=["--", "--collect-only", "-q"]),
+    ("test", "workers"): _values("--workers", [*COUNT_ROWS, ("range", "17")], after=["--", "--collect-only", "-q"]),
     ("profile.show", "name"): _profile("--name"),
     ("profile.create", "name"): [*_profile("--name", skip=("unknown",)), ("conflict", ["default"])],
     ("profile.create", "email"): [*_text("--email", 254, before=["sweep_new"]),
