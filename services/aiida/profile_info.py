@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import sys
-import warnings
 from importlib import metadata
 
 import common
@@ -17,36 +14,17 @@ from common import CliError, read_config
 
 def info(args) -> None:
     """Every profile described; with --state also its schema and processes, its daemon, and the
-    installation (aiida-core, plugins): all of ./stack status in one call, aiida imported once."""
-    warnings.filterwarnings("ignore")
-    listing: dict = {"default": None, "profiles": []}
-    if common.CONFIG_FILE.exists():
-        with contextlib.redirect_stdout(sys.stderr):  # stdout carries the JSON line only
-            config = profiles.load_config()
-            raw = read_config()
-            listing["default"] = config.default_profile_name
-            for profile in config.profiles:
-                entry = describe(profile, config.default_profile_name)
-                if getattr(args, "state", False):
-                    entry["schema"] = _storage_state(profile)
-                    entry["daemon"] = daemon_state(profile.name, raw)
-                listing["profiles"].append(entry)
-    if getattr(args, "state", False):
+    installation (aiida-core, plugins): all of ./stack status in one call, without importing aiida
+    (config.json and SQL: storage_state, storage_sql)."""
+    state = getattr(args, "state", False)
+    config = read_config() if common.CONFIG_FILE.exists() else {}
+    default = common.default_profile(config) if config else None
+    listing: dict = {"default": default, "profiles": [describe(name, config, default, state)
+                                                      for name in sorted(config.get("profiles") or {})]}
+    if state:
         listing["aiida_core"] = metadata.version("aiida-core")
         listing["plugins"] = plugins()
     print(json.dumps(listing), flush=True)
-
-
-def _storage_state(profile) -> dict | None:
-    """{"schema", "head", "active", "paused"}, or None when the storage cannot be read."""
-    try:
-        schema, head = storage_state.schemas(profile)
-        return {"schema": schema, "head": head,
-                "active": storage_state.scalar(profile, f"SELECT count(*) FROM db_dbnode WHERE {storage_state.ACTIVE}"),
-                "paused": storage_state.scalar(profile, f"SELECT count(*) FROM db_dbnode WHERE {storage_state.ACTIVE} "
-                                                        f"AND {storage_state.PAUSED}")}
-    except Exception:
-        return None
 
 
 def plugins() -> list[str]:
@@ -80,27 +58,40 @@ def workers(args) -> None:
     print(json.dumps(daemon_state(name, config)), flush=True)
 
 
-def describe(profile, default: str | None) -> dict:
-    storage = profile.storage_config
-    broker = profile.process_control_config or {}
-    repository = profiles.repository_path_of(profile.dictionary)
-    entry = {
-        "name": profile.name,
-        "storage_backend": profile.storage_backend,
-        "database_name": storage.get("database_name"),
-        "database_hostname": storage.get("database_hostname"),
-        "database_port": storage.get("database_port"),
-        "database_username": storage.get("database_username"),
+def describe(name: str, config: dict, default: str | None, state: bool = False) -> dict:
+    """A profile of config.json (the whole file: global options count for its daemon) for ./stack, with
+    its node count (and `state`: schema, processes, daemon); an unreadable storage gives nodes None
+    and "error"."""
+    entry = config["profiles"][name]
+    storage = entry.get("storage") or {}
+    connection = storage.get("config") or {}
+    broker = (entry.get("process_control") or {}).get("config") or {}
+    repository = profiles.repository_path_of(entry)
+    found = {
+        "name": name,
+        "storage_backend": storage.get("backend"),
+        "database_name": connection.get("database_name"),
+        "database_hostname": connection.get("database_hostname"),
+        "database_port": connection.get("database_port"),
+        "database_username": connection.get("database_username"),
         "repository_path": str(repository) if repository else None,
         "broker_host": broker.get("broker_host"),
         "broker_port": broker.get("broker_port"),
         "broker_username": broker.get("broker_username"),
-        "user_email": profile.default_user_email,
-        "is_default": profile.name == default,
+        "user_email": entry.get("default_user_email"),
+        "is_default": name == default,
         "nodes": None,
     }
+    if state:
+        found["schema"] = None
+        found["daemon"] = daemon_state(name, config)
     try:
-        entry["nodes"] = storage_state.count_nodes(profile)
+        if storage.get("backend") != "core.psql_dos":
+            raise ValueError(f"storage {storage.get('backend')!r} is not read by the stack (only core.psql_dos)")
+        read = storage_state.profile_state(entry, nodes=True)
+        found["nodes"] = read.pop("nodes")
+        if state:
+            found["schema"] = read
     except Exception as exc:
-        entry["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
-    return entry
+        found["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
+    return found

@@ -15,11 +15,13 @@ import warnings
 
 import compat
 import profiles
-from common import log, verdi
+import storage_sql
+from common import log, read_config, verdi
 
 # not yet terminated: what `verdi storage migrate` cannot carry across
 ACTIVE = ("node_type LIKE 'process.%' AND attributes->>'process_state' IN ('created', 'waiting', 'running')")
 PAUSED = "COALESCE(attributes->>'paused', 'false') = 'true'"
+SCHEMA = "SELECT version_num FROM alembic_version"
 
 
 @contextlib.contextmanager
@@ -48,22 +50,28 @@ def count_nodes(profile) -> int:
 
 def schemas(profile) -> tuple[str, str]:
     """(stored schema, this aiida-core's head)."""
-    from aiida.storage.psql_dos.backend import PsqlDosBackend
+    stored, = storage_sql.scalars(profile.storage_config, SCHEMA)
+    return stored, storage_sql.schema_versions()[0]
 
-    return PsqlDosBackend.version_profile(profile), PsqlDosBackend.version_head()
+
+def profile_state(entry: dict, nodes: bool = False) -> dict:
+    """{"schema", "head", "active", "paused"} (+ "nodes") of a config.json profile entry, over one
+    connection and without importing aiida."""
+    queries = [SCHEMA, f"SELECT count(*) FROM db_dbnode WHERE {ACTIVE}",
+               f"SELECT count(*) FROM db_dbnode WHERE {ACTIVE} AND {PAUSED}",
+               *(["SELECT count(*) FROM db_dbnode"] if nodes else [])]
+    values = storage_sql.scalars((entry.get("storage") or {}).get("config") or {}, *queries)
+    found = {"schema": values[0], "head": storage_sql.schema_versions()[0], "active": int(values[1]),
+             "paused": int(values[2])}
+    if nodes:
+        found["nodes"] = int(values[3])
+    return found
 
 
 def activity(_args) -> None:
     """Per profile: the stored schema, this aiida-core's head, active processes and how many are paused."""
-    warnings.filterwarnings("ignore")
-    found = {}
-    with contextlib.redirect_stdout(sys.stderr):  # stdout carries the JSON line only
-        for profile in profiles.load_config().profiles:
-            schema, head = schemas(profile)
-            found[profile.name] = {
-                "schema": schema, "head": head,
-                "active": scalar(profile, f"SELECT count(*) FROM db_dbnode WHERE {ACTIVE}"),
-                "paused": scalar(profile, f"SELECT count(*) FROM db_dbnode WHERE {ACTIVE} AND {PAUSED}")}
+    config = read_config()
+    found = {name: profile_state(entry) for name, entry in sorted((config.get("profiles") or {}).items())}
     print(json.dumps({"profiles": found}), flush=True)
 
 
@@ -119,10 +127,5 @@ def after_restore(args) -> None:
 def schema_check(args) -> None:
     """Can this aiida-core open storage of schema REVISION (its own, or an older one it migrates)?
     A revision it does not know comes from a newer aiida-core (or is not AiiDA's)."""
-    warnings.filterwarnings("ignore")
-    with contextlib.redirect_stdout(sys.stderr):
-        from aiida.storage.psql_dos.migrator import PsqlDosMigrator
-
-        known = set(PsqlDosMigrator.get_schema_versions())
-        head = PsqlDosMigrator.get_schema_version_head()
+    head, known = storage_sql.schema_versions()
     print(json.dumps({"revision": args.revision, "head": head, "known": args.revision in known}), flush=True)
