@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import re
-import shutil
 
 import pytest
 
-from ops import backups, engine, profiles, rules, secrets, settings
+from ops import backups, profiles, rules
 from ops.compose import last_json
 from ops.services import BACKUP, POSTGRES, SERVICES
-
-from .conftest import stack_cli, unique_name
 
 pytestmark = pytest.mark.stack
 
@@ -29,36 +26,6 @@ def _backup(run, *extra: str) -> str:
 
 def _ids(stack) -> list[str]:
     return re.findall(r"(backup_\d{8}T\d{6}Z_[a-z0-9]+)", stack.cli("backup.list").stdout)
-
-
-def test_restore_into_a_new_stack_gives_back_every_node_link_group_and_object():
-    name = unique_name("dr")
-
-    def run(*args):
-        return stack_cli(name, *args)
-
-    try:
-        assert run("up").returncode == 0
-        populated = run("run", "tests/scripts/populate.py", "--", "60")
-        assert populated.returncode == 0, populated.stdout + populated.stderr
-        before = _json(run("run", "tests/scripts/digest.py"))
-        assert before["objects"] >= 5 and before["groups"] == 2
-        backup_id = _backup(run)
-        # Disaster: data volumes and secrets gone; only the backups volume is left.
-        assert run("down", "--volumes", "--yes").returncode == 0
-        shutil.rmtree(secrets.secrets_dir(settings.load(name=name)))
-        assert run("up").returncode == 0
-        restored = run("restore", "--id", backup_id)
-        assert restored.returncode == 0, restored.stdout + restored.stderr
-        after = _json(run("run", "tests/scripts/digest.py"))
-        assert after == before
-        added = run("run", "tests/scripts/add.py", "--", "20", "22")
-        assert added.stdout.split()[-3:] == ["finished", "0", "42"], added.stdout + added.stderr
-    finally:
-        run("down", "--volumes", "--yes")
-        for volume in engine.client().volumes.list(filters={"name": f"{name}_"}):  # backups too
-            volume.remove(force=True)
-        shutil.rmtree(settings.load(name=name).state_dir, ignore_errors=True)
 
 
 def test_restore_refuses_a_corrupted_backup_and_touches_nothing(stack):

@@ -39,8 +39,8 @@ def _leftovers(stack) -> list[str]:
     return databases.stdout.split() + [f for f in folders.stdout.split() if f.startswith(".")]
 
 
-def _digest(stack) -> dict:
-    done = stack.run_script("digest.py")
+def _digest(stack, profile: str | None = None) -> dict:
+    done = stack.cli("run", "tests/scripts/digest.py", *(["--profile", profile] if profile else []))
     assert done.returncode == 0, done.stdout + done.stderr
     return json.loads(done.stdout.splitlines()[-1])
 
@@ -51,29 +51,41 @@ KILL_POINTS = [("stage", "staging", "rolled back"), ("swap database", "swapping"
 
 
 def test_restore_killed_at_any_step_leaves_the_profile_entirely_old_or_entirely_new(stack):
-    assert stack.run_script("store_node.py", "31").returncode == 0
-    backup_id = _backup(stack.cli)
-    restored = _digest(stack)  # what the backup holds
-    assert stack.run_script("store_node.py", "32").returncode == 0  # a change the restore takes away
-    before = _digest(stack)
+    profile = "kill_loop"  # small and its own: five restores of it stay quick
+    assert stack.cli("profile.create", profile).returncode == 0
+    try:
+        _kill_loop(stack, profile)
+    finally:
+        assert stack.cli("profile.delete", profile, "--yes").returncode == 0
+
+
+def _kill_loop(stack, profile: str) -> None:
+    def store(value: str) -> None:
+        done = stack.cli("run", "tests/scripts/store_node.py", "--profile", profile, "--", value)
+        assert done.returncode == 0, done.stdout + done.stderr
+
+    store("31")
+    backup_id = _backup(stack.cli, "--profile", profile)
+    restored = _digest(stack, profile)  # what the backup holds
+    store("32")  # a change the restore takes away
+    before = _digest(stack, profile)
     assert before != restored
     for step, phase, outcome in KILL_POINTS:
-        journal = _killed_restore(stack, step, "--id", backup_id, "--yes")
+        journal = _killed_restore(stack, step, "--profile", profile, "--id", backup_id, "--yes")
         assert journal["phase"] == phase, step
         if phase == "swapping":  # half swapped: the lock stays marked; a scheduled backup would save a mix
-            sidecar = stack.compose.container(BACKUP).exec_run(
-                ["stack-backup", "backup", "--profile", stack.settings.profile])
+            sidecar = stack.compose.container(BACKUP).exec_run(["stack-backup", "backup", "--profile", profile])
             assert sidecar.exit_code == 3 and b"interrupted" in sidecar.output, sidecar.output
         listed = stack.cli("profile.list", "--json")  # any command completes or rolls back first
         assert listed.returncode == 0, listed.stdout + listed.stderr
         assert outcome in listed.stderr, (step, listed.stderr)
         assert not _journal(stack).exists()
-        assert _digest(stack) == (before if outcome == "rolled back" else restored), step
+        assert _digest(stack, profile) == (before if outcome == "rolled back" else restored), step
         assert _leftovers(stack) == [], step
         assert stack.health() == dict.fromkeys(SERVICES, "healthy"), step
-    retried = stack.cli("restore", "--id", backup_id, "--yes")  # over the restored data: it works again
+    retried = stack.cli("restore", "--profile", profile, "--id", backup_id, "--yes")  # over the restored data
     assert retried.returncode == 0, retried.stdout + retried.stderr
-    assert _digest(stack) == restored
+    assert _digest(stack, profile) == restored
     again = stack.cli("restore", "--resume")
     assert again.returncode == 0 and "nothing to do" in again.stderr
 

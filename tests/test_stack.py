@@ -5,14 +5,13 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import stat
 import time
 
 import pytest
 
 from ops import engine, secrets, wait
-from ops.services import AIIDA, BACKUP, POSTGRES, RABBITMQ, SECRETS, SERVICES
+from ops.services import AIIDA, BACKUP, SECRETS, SERVICES
 
 from .conftest import MOUNTED, MOUNTED_IN_AIIDA
 
@@ -113,40 +112,6 @@ def test_secrets_are_private_files_and_not_in_container_config(stack):
             assert value not in str(image.attrs) + str(image.history()), f"{name} in {service}'s image"
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _outward_address() -> str:
-    """An address of this host that is not loopback (where a port bound to 0.0.0.0 would answer)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.connect(("192.0.2.1", 9))  # no packet is sent: only picks the outgoing interface
-        return probe.getsockname()[0]
-
-
-def test_published_ports_answer_on_loopback_only(stack):
-    ports = {POSTGRES: (_free_port(), 5432), RABBITMQ: (_free_port(), 5672)}
-    env = {f"AIIDA_STACK_{service.upper()}_PORT": str(port) for service, (port, _) in ports.items()}
-    outward = _outward_address()
-    assert not outward.startswith("127.")
-    try:
-        up = stack.cli("up", env=env)
-        assert up.returncode == 0, up.stdout + up.stderr
-        for service, (port, target) in ports.items():
-            bindings = stack.compose.container(service).attrs["NetworkSettings"]["Ports"][f"{target}/tcp"]
-            assert [(b["HostIp"], b["HostPort"]) for b in bindings] == [("127.0.0.1", str(port))], bindings
-            socket.create_connection(("127.0.0.1", port), timeout=3).close()  # published: it answers here
-            with pytest.raises(OSError):
-                socket.create_connection((outward, port), timeout=3).close()  # and nowhere else
-    finally:
-        assert stack.cli("up").returncode == 0  # the suite's stack publishes nothing again
-    for service in SERVICES:
-        assert not [b for bound in (stack.compose.container(service).attrs["NetworkSettings"]["Ports"] or {}).values()
-                    if bound for b in bound], service
-
-
 def _daemon_pid(aiida) -> str | None:
     """PID of the running circus daemon (from its PID file), or None."""
     found = aiida.exec_run(["sh", "-c", 'pid=$(cat "$AIIDA_PATH/.aiida/daemon/circus-default.pid") '
@@ -156,7 +121,9 @@ def _daemon_pid(aiida) -> str | None:
 
 def test_killed_daemon_is_restarted_and_stack_turns_healthy(stack):
     aiida = stack.compose.container(AIIDA)
-    before = _daemon_pid(aiida)
+    deadline = time.monotonic() + 60  # an earlier test's PostgreSQL restart may have the daemon recovering
+    while not (before := _daemon_pid(aiida)) and time.monotonic() < deadline:
+        time.sleep(0.5)
     assert before, "no daemon running in the aiida container"
     assert aiida.exec_run(["kill", "-KILL", before]).exit_code == 0
     deadline = time.monotonic() + 120
