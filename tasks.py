@@ -463,8 +463,9 @@ def backup_verify(c, id="latest", profile=None, no_wait=False):
     "id": BackupId("backup id or latest"), "profile": Profile(_owner, must="exist-or-have-backups"),
     "as_": Profile("restore into this profile instead (created if missing)", must=None),
     "yes": Flag("replace a profile that holds data (a safety backup is taken first)"), "no_wait": _NO_WAIT,
-    "resume": Flag("only complete or roll back a restore that was interrupted (any ./stack command does)")},
-    conflicts=[("resume", "as_"), ("resume", "yes")])
+    "resume": Flag("only complete or roll back a restore that was interrupted (any ./stack command does); "
+                   "takes no other option")},
+    alone=["resume"])
 def restore(c, id="latest", profile=None, as_=None, yes=False, no_wait=False, resume=False):
     """Restore a backup: verify → safety backup → stage → stop daemon → swap → check → start → drop the old copy.
 

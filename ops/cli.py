@@ -79,9 +79,10 @@ class StackTask(Task):
     """A task whose options are all declared; StackError → its message and exit code."""
 
     def __init__(self, body: Callable, options: dict[str, Input] | None = None,
-                 conflicts: Iterable[tuple[str, str]] = (), **kwargs: Any) -> None:
+                 conflicts: Iterable[tuple[str, str]] = (), alone: Iterable[str] = (), **kwargs: Any) -> None:
         self.options = dict(options or {})
         self.conflicts = tuple(conflicts)
+        self.alone = tuple(alone)
         params = [p for p in list(inspect.signature(body).parameters)[1:]]
         undeclared = sorted(set(params) - set(self.options))
         unknown = sorted(set(self.options) - set(params))
@@ -120,6 +121,13 @@ class StackTask(Task):
         for first, second in self.conflicts:
             if first in given and second in given:
                 raise InputError(flag_of(second), f"cannot be combined with {flag_of(first)}; give one of them")
+        for flag in self.alone:  # a mode of its own: the other options (and their defaults) do not apply
+            if flag in given:
+                others = sorted(given - {flag})
+                if others:
+                    raise InputError(flag_of(others[0]), f"cannot be combined with {flag_of(flag)}, which takes no "
+                                                         "other option")
+                return
         needs_stack = [name for name in self.options if type(self.options[name]).resolve is not Input.resolve]
         if not needs_stack:
             return
@@ -133,9 +141,11 @@ class StackTask(Task):
 
 
 def stack_task(*, options: dict[str, Input] | None = None, conflicts: Iterable[tuple[str, str]] = (),
-               **kwargs: Any) -> Callable[[Callable], StackTask]:
-    """@task with declared option types (`options`, keyed by parameter) and conflicting pairs."""
-    return functools.partial(task, klass=StackTask, options=options or {}, conflicts=conflicts, **kwargs)
+               alone: Iterable[str] = (), **kwargs: Any) -> Callable[[Callable], StackTask]:
+    """@task with declared option types (`options`, keyed by parameter), conflicting pairs, and flags that
+    take no other option (`alone`: given, nothing else is checked against the stack)."""
+    return functools.partial(task, klass=StackTask, options=options or {}, conflicts=conflicts, alone=alone,
+                             **kwargs)
 
 
 class StackProgram(Program):
