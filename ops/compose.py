@@ -13,7 +13,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
-from functools import cached_property
+from functools import cache, cached_property
 from pathlib import Path
 
 import docker.models.containers
@@ -285,6 +285,7 @@ def pip_build_settings() -> tuple[Path, Path]:
     return cert, pip_env
 
 
+@cache  # a pip start-up (~0.4 s): once per command, however many Stack objects it makes
 def _pip_config() -> dict[str, str]:
     done = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True)
     config = {}
