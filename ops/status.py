@@ -25,6 +25,7 @@ def report(settings: Settings) -> dict:
     stack = Stack(settings)
     engine.client()
     states = wait.service_states(stack)
+    wait.probe_starting(states)  # the rule `up` waits by: a starting service whose own check passes is healthy
     found: dict = {"stack": settings.name, "services": {
         service: ({key: states[service][key] for key in ("state", "health", "restarts")} if service in states
                   else {"state": "absent", "health": None, "restarts": 0}) for service in SERVICES}}

@@ -53,11 +53,12 @@ def _check_command(healthcheck: dict) -> list[str] | None:
     return None
 
 
-def _probe(states: dict[str, dict], last: dict[str, float]) -> None:
+def probe_starting(states: dict[str, dict], last: dict[str, float] | None = None) -> None:
     """Run the own healthcheck of each running container that Docker still calls `starting`, at most every
     PROBE_EVERY s; one that passes counts as healthy. Docker runs it only once per interval (this engine
-    has no start_interval), and one pass is all Docker needs too; `up` returns up to an interval sooner."""
-    now = time.monotonic()
+    has no start_interval), and one pass is all Docker needs too; `up` returns up to an interval sooner,
+    and `status` right after it agrees with it."""
+    now, last = time.monotonic(), {} if last is None else last
     for service, st in states.items():
         if st["state"] != "running" or st["health"] != "starting" or not st["check"]:
             continue
@@ -94,7 +95,7 @@ def until_healthy(stack: Stack, services: Iterable[str], timeout: float) -> floa
             for attempt in retrying:
                 with attempt:
                     states = {s: st for s, st in service_states(stack).items() if s in wanted}
-                    _probe(states, probed)
+                    probe_starting(states, probed)
                     live.update(state_table(states, time.monotonic() - start))
                     _check(stack, wanted, states, before)
         except NotReady as exc:

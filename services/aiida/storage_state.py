@@ -22,6 +22,7 @@ from common import log, read_config, verdi
 ACTIVE = ("node_type LIKE 'process.%' AND attributes->>'process_state' IN ('created', 'waiting', 'running')")
 PAUSED = "COALESCE(attributes->>'paused', 'false') = 'true'"
 SCHEMA = "SELECT version_num FROM alembic_version"
+PLAY_TIMEOUT = 180
 
 
 @contextlib.contextmanager
@@ -100,11 +101,31 @@ def pause(args) -> None:
     print(json.dumps({"profile": args.name, "paused": pks}), flush=True)
 
 
+def _still_paused(profile, pks: list[int]) -> list[int]:
+    from sqlalchemy import text
+
+    if not pks:
+        return []
+    with connection(profile) as conn:
+        rows = conn.execute(text(f"SELECT id FROM db_dbnode WHERE id IN ({','.join(str(int(pk)) for pk in pks)}) "
+                                 f"AND {ACTIVE} AND {PAUSED} ORDER BY id"))
+        return [int(row[0]) for row in rows]
+
+
 def play(args) -> None:
-    """Play the given processes again (those `pause` paused)."""
+    """Play the given processes again (those `pause` paused), until none of them is paused. Right after
+    a daemon start a process is not reachable until a worker has loaded it again: `verdi process play`
+    then reports it unreachable and it stays paused, so the play is repeated."""
+    warnings.filterwarnings("ignore")
     with contextlib.redirect_stdout(sys.stderr):
-        if args.pks:
-            verdi("-p", args.name, "process", "play", "-t", "60", *map(str, args.pks), timeout=180)
+        profile = profiles.load_config().get_profile(args.name)
+        deadline = time.monotonic() + PLAY_TIMEOUT
+        while waiting := _still_paused(profile, list(args.pks)):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"processes {waiting} of {args.name!r} are still paused after {PLAY_TIMEOUT} s "
+                                   f"(is its daemon running?)")
+            verdi("-p", args.name, "process", "play", "-t", "10", *map(str, waiting), check=False, timeout=60)
+            time.sleep(1)
     print(json.dumps({"profile": args.name, "played": args.pks}), flush=True)
 
 
