@@ -56,5 +56,7 @@ def test_every_calculation_finishes_after_a_service_crashes_under_load(stack, se
                                         for state in states.values()) else None
 
     states = _until(all_finished, FINISH_TIMEOUT, f"the {CALCULATIONS} calculations finished after {service} crashed")
-    assert {pk: state for pk, state in states.items() if state != ["finished", 0]} == {}
+    failed = {pk: state for pk, state in states.items() if state != ["finished", 0]}
+    reports = {pk: stack.cli("verdi", "--", "process", "report", pk).stdout[-1500:] for pk in list(failed)[:3]}
+    assert failed == {}, reports
     _until(lambda: stack.health() == dict.fromkeys(SERVICES, "healthy"), 120, "the stack healthy again")
