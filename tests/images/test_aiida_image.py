@@ -17,7 +17,7 @@ from testcontainers.core.container import DockerContainer, ExecConfig
 from ops import settings
 from ops.environment import Environment
 
-from ..conftest import image_ref
+from ..conftest import SCRIPTS, image_ref
 
 # No registry here: the Ryuk reaper image cannot be pulled; containers are removed explicitly.
 
@@ -70,6 +70,13 @@ def test_the_image_holds_exactly_the_packages_of_its_lock(container):
     installed = {(p["name"].lower().replace("_", "-"), p["version"]) for p in json.loads(out)
                  if p["name"].lower() not in ("pip", "setuptools")}
     assert installed == pinned
+
+
+def test_a_broker_reset_during_a_state_broadcast_does_not_except_the_process(container):
+    """The image's fix of plumpy (patch_upstream.py): without it this process excepts."""
+    script = (SCRIPTS / "broker_reset_broadcast.py").read_text()
+    assert ok(container, f"python - <<'EOF'\n{script}\nEOF", user="aiida").splitlines()[-1] == "finished"
+    assert "plumpy" in ok(container, "cat /opt/aiida-patches.txt")
 
 
 def test_labels_match_reality(image, container):
