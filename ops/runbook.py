@@ -104,7 +104,7 @@ class Change:
     """One run of the runbook over some profiles: its journal and the record the history keeps."""
 
     stack: Stack
-    kind: str  # "upgrade" or "migrate"
+    kind: str  # "upgrade", "migrate" or "maintain" (full)
     names: list[str]
     version: str  # the aiida-core the pre-change backups are taken with
     record: dict = field(default_factory=dict)
@@ -133,8 +133,11 @@ class Change:
             console.step(f"paused: {self.paused}")
         while busy := _busy(self.stack, self.names, pause):
             if not wait_idle:
-                raise StackError(f"the stack is busy ({busy}): unfinished processes cannot be migrated. Let them "
-                                 "finish and run again, or add --wait (or --pause-running); nothing changed", code=2)
+                why = ("a full maintenance needs the profile unused" if self.kind == "maintain"
+                       else "unfinished processes cannot be migrated")
+                hint = "--wait" if self.kind == "maintain" else "--wait (or --pause-running)"
+                raise StackError(f"the stack is busy ({busy}): {why}. Let them finish and run again, or add {hint}; "
+                                 "nothing changed", code=2)
             console.note(f"waiting until idle: {busy}")
             time.sleep(DRAIN_POLL)
         console.step("drained: no running process, no queued task"
@@ -302,7 +305,7 @@ def describe(entry: dict | None) -> str:
 def _what(entry: dict) -> str:
     if entry.get("kind", "upgrade") == "upgrade":
         return f"{entry['from']} → {entry['to']}"
-    return f"migrate {', '.join(entry.get('profiles', []))}"
+    return f"{entry['kind']} {', '.join(entry.get('profiles', []))}"
 
 
 def summary(stack: Stack) -> Table:

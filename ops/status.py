@@ -7,7 +7,7 @@ import contextlib
 from concurrent.futures import ThreadPoolExecutor
 
 from rich.console import Group
-from rich.table import Table
+from rich.table import Column, Table
 
 from ops import backups, daemon, engine, profiles, runbook, wait
 from ops.compose import Stack
@@ -88,15 +88,19 @@ def _aiida_detail(aiida: dict | None) -> str:
 
 
 def profiles_table(listing: list[dict], with_backups: bool = False, with_state: bool = False) -> Table:
-    columns = ["profile", "default", "nodes", *(["schema", "daemon"] if with_state else []), "database", "repository",
-               *(["last backup"] if with_backups else [])]
-    table = Table(*columns, title="profiles", title_justify="left")
+    """with_state (./stack status): schema, daemon and the repository's storage instead of where things are."""
+    where = ["schema", "daemon", "repository"] if with_state else ["database", "repository"]
+    others = ["default", "nodes", *where, *(["last backup"] if with_backups else [])]
+    columns = [Column("profile", no_wrap=True), *(Column(name, overflow="fold") for name in others)]
+    table = Table(*columns, title="profiles", title_justify="left")  # names whole, the rest wraps
     for p in listing:
         nodes = str(p["nodes"]) if p.get("nodes") is not None else f"[red]{p.get('error', '?')}[/]"
         row = [p["name"], "✔" if p["is_default"] else "", nodes]
         if with_state:
-            row += [schema_state(p.get("schema")), daemon.describe(p.get("daemon"))]
-        row += [f"{p['database_name']}@{p['database_hostname']}", p["repository_path"]]
+            row += [schema_state(p.get("schema")), daemon.describe(p.get("daemon")),
+                    storage_state(p.get("repository"), p.get("maintained"))]
+        else:
+            row += [f"{p['database_name']}@{p['database_hostname']}", p["repository_path"]]
         if with_backups:
             row.append(backups.describe(p.get("last_backup")))
         table.add_row(*row)
@@ -109,3 +113,19 @@ def schema_state(state: dict | None) -> str:
     if state["schema"] == state["head"]:
         return f"{state['schema']} (current)"
     return f"[yellow]{state['schema']}: needs ./stack migrate (to {state['head']})[/]"
+
+
+def storage_state(repository: dict | None, maintained: dict | None) -> str:
+    """Three short lines ('1.0 GB', '12 loose, 2000 packed', 'maintained 2026-12-02 04:20 (full)'): a
+    narrow column wraps between them, not inside words; --json has the pack count and the exact time."""
+    if not repository:
+        return "no repository"
+    if "error" in repository:
+        return f"[red]{repository['error']}[/]"
+    size = repository["bytes_on_disk"]
+    shown = f"{size / 2**30:.1f} GB" if size >= 2**30 else f"{size / 2**20:.1f} MB"
+    text = f"{shown}\n{repository['loose']} loose, {repository['packed']} packed\n"
+    if not maintained:
+        return text + "never maintained"
+    kind = "full" if maintained["full"] else "basic"
+    return text + f"maintained {maintained['when'][:16].replace('T', ' ')} ({kind})"

@@ -43,6 +43,12 @@ if [ "$(id -u)" = 0 ]; then
         chown -R "$AIIDA_USER:$AIIDA_USER" "$AIIDA_HOME_DIR"
     fi
     /usr/local/bin/aiida-stack-ssh-install  # the stack's SSH key, known_hosts and ssh_config (ops/ssh.py)
+    # the handoff volume (stack_rules.HANDOFF_*): this service writes the results, the sidecar the requests
+    results=$(python3 -c 'import sys; sys.path.insert(0, "/usr/local/lib/aiida-stack"); import stack_rules
+print(stack_rules.HANDOFF_RESULTS)')
+    if [ -d "$(dirname "$results")" ]; then
+        install -d -o "$AIIDA_USER" -g "$AIIDA_USER" -m 0755 "$results"
+    fi
 fi
 
 if [ "$#" -gt 0 ]; then

@@ -31,10 +31,11 @@
       DB password on stdin. The config entry of a profile whose storage a restore has just put in
       place (database aiida_NAME, repository/NAME): this stack's credentials and broker, a new
       PROFILE_UUID (its own broker queues), the backed-up profile's options. No storage set-up.
-  aiida-stack-profile daemon-stop NAME [--keep-stopped]
+  aiida-stack-profile daemon-stop NAME [--keep-stopped] [--now]
       Stop the profile's daemon now (SIGTERM to circusd, workers given AIIDA_DAEMON_STOP_TIMEOUT s, then
       killed): what `verdi daemon stop` asks, without verdi's second of start-up. --keep-stopped writes
-      the stop marker first (the supervisor then leaves it stopped). One JSON line.
+      the stop marker first (the supervisor then leaves it stopped). --now kills circusd and its workers
+      at once, as a crash would (a restore: processes go on from their last checkpoint). One JSON line.
   aiida-stack-profile daemon-start NAME [--timeout S]
       Remove the stop marker and wait until the supervisor has started the daemon (circusd with its
       workers). One JSON line: {"profile", "running", "seconds", "workers"}.
@@ -43,6 +44,16 @@
       Restored storage: count the nodes; on this aiida-core's schema, `verdi process repair --force`
       (broker state is not in backups). An older schema is left for ./stack migrate, never migrated here.
       One JSON line: {"nodes", "schema", "head", "current"}.
+
+  aiida-stack-profile maintain NAME [--full] [--dry-run] [--timeout S]
+      `verdi storage maintain` (--full: the profile must be unused: the host stops its daemon), the
+      repository's objects and bytes before and after; recorded in stack/maintained.NAME. One JSON
+      line: {"profile", "full", "dry_run", "when", "seconds", "before", "after"}.
+
+  aiida-stack-profile archive-info PATH [--name SHOWN]
+      One JSON line: the archive's format version (and the latest), the aiida-core that wrote it, its
+      creation time, its entities and repository objects (counted only for the latest format; an
+      older one is migrated by `verdi archive import`). Exit 2: not an AiiDA archive.
 
   aiida-stack-profile schema-check REVISION
       One JSON line: {"revision", "head", "known"}: a revision this aiida-core does not know is newer.
@@ -63,9 +74,11 @@ import sys
 import time
 import uuid
 
+import archives
 import common
 import compat
 import daemon
+import maintenance
 import profiles
 import storage_state
 from common import BROKER_FILE, CONFIG_DIR, DAEMON_DIR, REPOSITORY_ROOT, CliError, hold_file, log, read_config, verdi
@@ -236,7 +249,7 @@ def stop_daemon(args) -> None:
         common.disabled_file(name).parent.mkdir(parents=True, exist_ok=True)
         common.disabled_file(name).touch()
     was = daemon.circusd_pid(name)
-    daemon.stop(name)
+    daemon.stop(name, now=args.now)
     print(json.dumps({"profile": name, "stopped": was is not None, "running": daemon.circusd_pid(name) is not None}),
           flush=True)
 
@@ -326,6 +339,8 @@ def parser() -> Parser:
                                               "stop` asks; without verdi's start-up); one JSON line")
     stop.add_argument("name")
     stop.add_argument("--keep-stopped", action="store_true", help="write the stop marker first (./stack daemon.stop)")
+    stop.add_argument("--now", action="store_true", help="kill circusd and its workers instead of a graceful stop "
+                                                        "(a restore: the processes go on from their last checkpoint)")
     stop.set_defaults(run=stop_daemon)
     begin = sub.add_parser("daemon-start", help="drop the stop marker and wait until the supervisor has started the "
                                                 "daemon (circusd with its workers); one JSON line")
@@ -344,6 +359,17 @@ def parser() -> Parser:
     settle = sub.add_parser("after-restore", help="repair process tasks (current schema only), count nodes")
     settle.add_argument("name")
     settle.set_defaults(run=storage_state.after_restore)
+    kept = sub.add_parser("maintain", help="verdi storage maintain, measured before and after; one JSON line")
+    kept.add_argument("name", type=valid_name)
+    kept.add_argument("--full", action="store_true", help="also repack and vacuum (the profile must be unused)")
+    kept.add_argument("--dry-run", action="store_true", help="show what would be done; nothing changes")
+    kept.add_argument("--timeout", type=float, default=3600)
+    kept.set_defaults(run=maintenance.maintain)
+    described = sub.add_parser("archive-info", help="one JSON line: an archive's version, aiida-core, counts")
+    described.add_argument("path")
+    described.add_argument("--name", help="how to call the file in messages (the host's path)")
+    described.set_defaults(run=lambda args: archives.archive_info(
+        argparse.Namespace(path=args.path, name=args.name or args.path)))
     known = sub.add_parser("schema-check", help="one JSON line: does this aiida-core know schema REVISION")
     known.add_argument("revision")
     known.set_defaults(run=storage_state.schema_check)

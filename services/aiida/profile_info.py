@@ -7,6 +7,7 @@ from importlib import metadata
 
 import common
 import daemon
+import maintenance
 import profiles
 import storage_state
 from common import CliError, read_config
@@ -85,6 +86,11 @@ def describe(name: str, config: dict, default: str | None, state: bool = False) 
     if state:
         found["schema"] = None
         found["daemon"] = daemon_state(name, config)
+        found["maintained"] = maintenance.last_run(name)
+        try:
+            found["repository"] = maintenance.repository_stats(entry)
+        except Exception as exc:  # a container being written: status shows what it can
+            found["repository"] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
     try:
         if storage.get("backend") != "core.psql_dos":
             raise ValueError(f"storage {storage.get('backend')!r} is not read by the stack (only core.psql_dos)")

@@ -26,7 +26,8 @@ once, so verdi sub-commands, circusd and the daemon workers never inherit them.
    queues (named by the profile's UUID);
 6. record the full health check (health.py) for the cheap Docker healthcheck;
    daemon starts and health checks run in children of one process with aiida imported (warm.py);
-7. SIGTERM/SIGINT: stop every daemon at once (hard kill after a few seconds), exit 0.
+7. serve the backup sidecar's requests for basic maintenance before its scheduled backups (handoff.py);
+8. SIGTERM/SIGINT: stop every daemon at once (hard kill after a few seconds), exit 0.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ import time
 
 import compat
 import daemon
+import handoff
 import health
 import outages
 import profiles
@@ -62,6 +64,7 @@ from common import (
     disabled_file,
     log,
     profile_names,
+    write_atomic,
 )
 from watching import INTERVAL, Watch, blocked, check_daemon, ready, start_daemons, storage_ready
 
@@ -162,10 +165,7 @@ def wait_for_readable_config() -> None:
 
 
 def write_broker_file() -> None:
-    fd = os.open(BROKER_FILE.with_suffix(".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        json.dump({"broker_protocol": "amqp", **BROKER}, handle)
-    os.replace(BROKER_FILE.with_suffix(".tmp"), BROKER_FILE)
+    write_atomic(BROKER_FILE, json.dumps({"broker_protocol": "amqp", **BROKER}), mode=0o600)
 
 
 last_verdict: list[bool] = []  # the previous full check's result, to log changes only
@@ -309,6 +309,7 @@ def main() -> int:
     phase = "run"
     if stopping.is_set():
         return 0
+    handoff.start(stopping)  # the sidecar's requests for basic maintenance before its scheduled backups
     supervise()
     phase = "stop"
     stop_every_daemon()
