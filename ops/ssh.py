@@ -40,16 +40,32 @@ TARGET_RE = re.compile(r"^(?P<host>[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9]
                        r"(?::(?P<port>[0-9]{1,5}))?$")
 
 
+@dataclass(frozen=True)
+class Identity:
+    """An SSH identity in the stack's state: a key pair and the hosts it trusts, in one 0700 folder that
+    compose.yaml mounts read-only into the one service that connects with it."""
+    folder: Path
+    service: str  # where it connects from: host keys are scanned there
+    comment: str  # the public key's comment, e.g. aiida@<stack>
+
+    def ensure(self) -> Path:
+        """The folder (created 0700: Docker would create a missing one as root)."""
+        self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.folder.chmod(0o700)
+        return self.folder
+
+
+def identity(settings: Settings) -> Identity:
+    """The aiida user's identity, for remote computers."""
+    return Identity(settings.state_dir / "ssh", AIIDA, f"aiida@{settings.name}")
+
+
 def folder(settings: Settings) -> Path:
-    return settings.state_dir / "ssh"
+    return identity(settings).folder
 
 
 def ensure_folder(settings: Settings) -> Path:
-    """The state folder compose.yaml mounts (created 0700: Docker would create a missing one as root)."""
-    path = folder(settings)
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path.chmod(0o700)
-    return path
+    return identity(settings).ensure()
 
 
 def fingerprint(public_line: str) -> str:
@@ -71,9 +87,9 @@ class Key:
         return f"{self.kind} {fingerprint(self.public)} ({self.path.name})"
 
 
-def current_key(settings: Settings) -> Key | None:
+def current_key(where: Identity) -> Key | None:
     for name in KEY_FILES.values():
-        path = folder(settings) / name
+        path = where.folder / name
         pub = path.with_name(f"{name}.pub")
         if path.is_file() and pub.is_file():
             return Key(path, pub.read_text().strip())
@@ -123,35 +139,36 @@ def _new_key() -> tuple[bytes, str]:
     return private, public.decode()
 
 
-def _store_key(settings: Settings, private: bytes, public: str, replace: bool) -> Key:
-    """Keep the key as the stack's one identity; a replaced key is moved aside, never deleted."""
-    old = current_key(settings)
+def _store_key(where: Identity, private: bytes, public: str, replace: bool, show: str) -> Key:
+    """Keep the key as the identity's one key; a replaced key is moved aside, never deleted."""
+    old = current_key(where)
     if old and not replace:
-        raise StackError(f"the stack has a key already: {old.describe()}; ./stack ssh.show prints it. "
+        raise StackError(f"the stack has a key already: {old.describe()}; ./stack {show} prints it. "
                          "--replace sets a new one (the old one is kept aside in the state folder); nothing changed",
                          code=2)
-    path = ensure_folder(settings)
+    path = where.ensure()
     if old:
-        aside = settings.state_dir / "ssh-replaced" / dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+        aside = where.folder.with_name(f"{where.folder.name}-replaced") / dt.datetime.now(dt.UTC).strftime(
+            "%Y%m%dT%H%M%SZ")
         aside.mkdir(parents=True, mode=0o700)
         for file in (old.path, old.path.with_name(f"{old.path.name}.pub")):
             shutil.move(file, aside / file.name)
         console.note(f"the old key {old.describe()} is kept in {aside}")
     name = KEY_FILES[public.split()[0] if public.startswith("ssh-") else "ecdsa"]
-    line = f"{public.strip()} aiida@{settings.name}"
+    line = f"{public.strip()} {where.comment}"
     write_private(path / f"{name}.pub", line + "\n")
     write_private(path / name, private.decode())
     return Key(path / name, line)
 
 
-def keygen(settings: Settings, replace: bool) -> Key:
+def keygen(where: Identity, replace: bool, show: str = "ssh.show") -> Key:
     private, public = _new_key()
-    return _store_key(settings, private, public, replace)
+    return _store_key(where, private, public, replace, show)
 
 
-def import_key(settings: Settings, path: Path, replace: bool) -> Key:
+def import_key(where: Identity, path: Path, replace: bool, show: str = "ssh.show") -> Key:
     private, public = read_private_key(path)
-    return _store_key(settings, private, public, replace)
+    return _store_key(where, private, public, replace, show)
 
 
 def parse_target(flag: str, raw: str) -> tuple[str, int]:
@@ -169,17 +186,17 @@ def known_name(host: str, port: int) -> str:
     return host if port == 22 else f"[{host.strip('[]')}]:{port}"
 
 
-def known_keys(settings: Settings, host: str, port: int) -> list[str]:
+def known_keys(where: Identity, host: str, port: int) -> list[str]:
     """The known_hosts lines of host:port (unhashed names: the stack writes them)."""
-    path = folder(settings) / KNOWN_HOSTS
+    path = where.folder / KNOWN_HOSTS
     name = known_name(host, port)
     lines = path.read_text().splitlines() if path.is_file() else []
     return [line for line in lines if name in line.split(" ", 1)[0].split(",")]
 
 
-def write_known(settings: Settings, host: str, port: int, scanned: list[str]) -> None:
+def write_known(where: Identity, host: str, port: int, scanned: list[str]) -> None:
     """Replace host:port's entries in known_hosts by `scanned` (keyscan lines)."""
-    path = ensure_folder(settings) / KNOWN_HOSTS
+    path = where.ensure() / KNOWN_HOSTS
     name = known_name(host, port)
     lines = path.read_text().splitlines() if path.is_file() else []
     kept = [line for line in lines if name not in line.split(" ", 1)[0].split(",")]
@@ -219,25 +236,27 @@ def install(stack: Stack) -> None:
         raise StackError(f"could not install the SSH files for the aiida user: {done.stderr.strip()}")
 
 
-def scan(stack: Stack, flag: str, host: str, port: int) -> list[str]:
-    """The host's public keys as the aiida service sees them (ssh-keyscan), as known_hosts lines."""
-    if not stack.is_running(AIIDA):
-        raise StackError("the aiida service is not running (./stack up); nothing changed", code=2)
-    done = stack.exec_aiida(["ssh-keyscan", "-T", str(SCAN_TIMEOUT), "-p", str(port), host.strip("[]")],
-                            capture=True)
+def scan(stack: Stack, where: Identity, flag: str, host: str, port: int) -> list[str]:
+    """The host's public keys as the identity's service sees them (ssh-keyscan), as known_hosts lines."""
+    if not stack.is_running(where.service):
+        raise StackError(f"the {where.service} service is not running (./stack up); nothing changed", code=2)
+    done = stack.run("exec", "-T", where.service, "ssh-keyscan", "-T", str(SCAN_TIMEOUT), "-p", str(port),
+                     host.strip("[]"), capture=True, check=False)
     lines = [line for line in done.stdout.splitlines() if line.strip() and not line.startswith("#")]
     if not lines:
         raise InputError(flag, f"{known_name(host, port)} did not answer with an SSH host key within "
-                               f"{SCAN_TIMEOUT} s (from the aiida service)")
+                               f"{SCAN_TIMEOUT} s (from the {where.service} service)")
     name = known_name(host, port)
     return [" ".join([name, *line.split()[1:3]]) for line in lines]
 
 
-def trust(stack: Stack, flag: str, target: str, yes: bool) -> list[str]:
-    """Show host:port's key fingerprints; add them to known_hosts once confirmed. Returns what was added."""
+def trust(stack: Stack, flag: str, target: str, yes: bool, where: Identity | None = None) -> list[str]:
+    """Show host:port's key fingerprints; add them to known_hosts once confirmed (the aiida user's, unless
+    `where` names another identity). Returns what was added."""
+    where = where or identity(stack.settings)
     host, port = parse_target(flag, target)
-    scanned = scan(stack, flag, host, port)
-    known = known_keys(stack.settings, host, port)
+    scanned = scan(stack, where, flag, host, port)
+    known = known_keys(where, host, port)
     name = known_name(host, port)
     for line in scanned:
         console.out.print(f"{name}  {line.split()[1]}  {fingerprint(' '.join(line.split()[1:]))}")
@@ -250,15 +269,16 @@ def trust(stack: Stack, flag: str, target: str, yes: bool) -> list[str]:
                           "impersonating it; trust the new key only if the cluster's admins announced a new one.")
     console.confirm(yes, f"Trust {name} with the key fingerprint(s) above (compare them with what its admins "
                          "publish)?", "yes")
-    write_known(stack.settings, host, port, scanned)
-    install(stack)
-    console.step(f"{name} added to known_hosts ({len(scanned)} key(s)); the aiida user trusts it now")
+    write_known(where, host, port, scanned)
+    if where.service == AIIDA:
+        install(stack)
+    console.step(f"{name} added to known_hosts ({len(scanned)} key(s)); the {where.service} service trusts it now")
     return scanned
 
 
 def show(settings: Settings) -> str:
     """The public key to install on a cluster (stdout), and what the stack holds (stderr)."""
-    key = current_key(settings)
+    key = current_key(identity(settings))
     path = folder(settings) / KNOWN_HOSTS
     hosts = sorted({line.split(" ", 1)[0] for line in path.read_text().splitlines() if line.strip()}) \
         if path.is_file() else []

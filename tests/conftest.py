@@ -28,10 +28,11 @@ os.environ.setdefault("AIIDA_STACK_MOUNTS",
 
 from testcontainers.compose import DockerCompose
 
-from ops import engine, secrets, settings
+from ops import engine, secrets, settings, stand_in
 from ops.compose import Stack
 from ops.services import BACKUP
 from ops.settings import ROOT
+from ops.stand_in import authorize  # noqa: F401 (the tests' import of it)
 
 SCRIPTS = Path(__file__).parent / "scripts"
 MOUNTED, MOUNTED_IN_AIIDA = Path(__file__).parent / "fixtures" / "mounted", "/home/aiida/mounted"
@@ -134,3 +135,19 @@ def wait_for_backup_in_progress(stack: TestStack, profile: str) -> None:
         time.sleep(0.2)
     pytest.fail("the backup never started")
 
+
+
+@contextlib.contextmanager
+def stand_in_host(stack: TestStack, alias: str) -> Iterator:
+    """ops.stand_in's SSH server as `alias` on the stack's egress network (a cluster's login node, or an
+    offsite backup host), removed afterwards."""
+    container = stand_in.start(stack.settings, alias)
+    try:
+        yield container
+    finally:
+        container.remove(force=True)
+
+
+def host_key_fingerprint(container) -> str:
+    done = container.exec_run(["ssh-keygen", "-lf", "/etc/ssh/ssh_host_ed25519_key.pub"])
+    return done.output.decode().split()[1]

@@ -12,10 +12,10 @@ import re
 import stat
 
 import pytest
-from testcontainers.core.image import DockerImage
 
-from ops import engine, ssh
-from ops.settings import ROOT
+from ops import ssh
+
+from .conftest import authorize, host_key_fingerprint, stand_in_host
 
 pytestmark = pytest.mark.stack
 
@@ -26,32 +26,10 @@ WORK_DIR = "/scratch/{username}"
 @pytest.fixture(scope="module")
 def cluster(stack, images, tmp_path_factory):
     """The stand-in cluster, and the user's ssh_config for it (handed over with every ./stack ssh.* call)."""
-    # kept afterwards (clean_up=False): a rerun here reuses it; CI machines start empty anyway
-    image = DockerImage(path=str(ROOT / "tests" / "cluster"), tag="aiida-stack-test/cluster:latest", clean_up=False,
-                        buildargs={"BASE_IMAGE": stack.settings.base_image}).build()
-    docker = engine.client()
-    container = docker.containers.create(str(image), name=f"{stack.name}-cluster")
-    docker.networks.get(f"{stack.name}_egress").connect(container, aliases=[CLUSTER])
-    container.start()
     config = tmp_path_factory.mktemp("ssh") / "config"
     config.write_text(f"Host {CLUSTER}\n    User alice\n    ConnectTimeout 10\n")
-    try:
+    with stand_in_host(stack, CLUSTER) as container:
         yield container, {"AIIDA_STACK_SSH_CONFIG": str(config)}
-    finally:
-        container.remove(force=True)
-
-
-def _host_key_fingerprint(container) -> str:
-    done = container.exec_run(["ssh-keygen", "-lf", "/etc/ssh/ssh_host_ed25519_key.pub"])
-    return done.output.decode().split()[1]
-
-
-def _authorize(container, public_key: str) -> None:
-    done = container.exec_run(["sh", "-c", 'printf "%s\\n" "$KEY" >> /home/alice/.ssh/authorized_keys && '
-                                           "chown alice: /home/alice/.ssh/authorized_keys && "
-                                           "chmod 600 /home/alice/.ssh/authorized_keys"],
-                              environment={"KEY": public_key})
-    assert done.exit_code == 0, done.output
 
 
 def _known_hosts(stack) -> str:
@@ -76,7 +54,7 @@ def test_keygen_keeps_a_private_key_and_prints_the_public_one(stack, cluster):
                                        "/home/aiida/.ssh/config"], capture=True)
     assert listed.stdout.split() == ["aiida", "600", "/home/aiida/.ssh/id_ed25519",
                                      "aiida", "600", "/home/aiida/.ssh/config"], listed.stdout + listed.stderr
-    _authorize(container, public)
+    authorize(container, public)
 
 
 def test_trust_shows_the_fingerprint_and_needs_a_confirmation(stack, cluster):
@@ -85,7 +63,7 @@ def test_trust_shows_the_fingerprint_and_needs_a_confirmation(stack, cluster):
     assert unanswered.returncode == 2 and "--host" in unanswered.stderr and "did not answer" in unanswered.stderr
     unconfirmed = stack.cli("ssh.trust", CLUSTER, env=env, input="")
     assert unconfirmed.returncode == 2 and "--yes" in unconfirmed.stderr
-    assert _host_key_fingerprint(container) in unconfirmed.stdout  # shown before asking
+    assert host_key_fingerprint(container) in unconfirmed.stdout  # shown before asking
     assert CLUSTER not in _known_hosts(stack)
     trusted = stack.cli("ssh.trust", CLUSTER, "--yes", env=env)
     assert trusted.returncode == 0, trusted.stderr
@@ -120,10 +98,10 @@ def test_a_calculation_runs_on_the_cluster_through_the_daemon(stack, cluster, tr
 
 def test_a_changed_host_key_is_refused(stack, cluster):
     container, env = cluster
-    before = _host_key_fingerprint(container)
+    before = host_key_fingerprint(container)
     changed = container.exec_run(["sh", "-c", "rm /etc/ssh/ssh_host_* && ssh-keygen -A && kill -HUP 1"])
     assert changed.exit_code == 0, changed.output
-    assert _host_key_fingerprint(container) != before
+    assert host_key_fingerprint(container) != before
     for label in (f"{CLUSTER}-core-ssh-async", f"{CLUSTER}-core-ssh"):
         # verdi computer test exits 0 even when a test fails: its report is what counts
         tested = stack.cli("verdi", "--", "computer", "test", label, "--print-traceback")
