@@ -28,6 +28,10 @@ from ops.inputs import (  # noqa: E402
     Email,
     Flag,
     HostFile,
+    LabelList,
+    NewHostFile,
+    NumberList,
+    OffsiteTarget,
     OptionName,
     PrivateKeyFile,
     Profile,
@@ -37,11 +41,11 @@ from ops.inputs import (  # noqa: E402
 from ops.services import SERVICES  # noqa: E402
 
 # loaded when a task body first uses them (a refused or --help command stays fast)
-(backups, bench_ops, compose, console, daemon, environment, lifecycle, migrate_ops, options, profiles,
- restore_ops, runner, settings, ssh, stack_status, upgrade, warmstart) = lazy(
-    "ops.backups", "ops.bench", "ops.compose", "ops.console", "ops.daemon", "ops.environment", "ops.lifecycle",
-    "ops.migrate", "ops.options", "ops.profiles", "ops.restore", "ops.runner", "ops.settings", "ops.ssh", "ops.status",
-    "ops.upgrade", "ops.warmstart")
+(archives, backups, bench_ops, bench_storage, compose, console, daemon, environment, lifecycle, maintain_ops,
+ migrate_ops, offsite, options, profiles, restore_ops, runner, settings, ssh, stack_status, upgrade, warmstart) = lazy(
+    "ops.archives", "ops.backups", "ops.bench", "ops.bench_storage", "ops.compose", "ops.console", "ops.daemon",
+    "ops.environment", "ops.lifecycle", "ops.maintain", "ops.migrate", "ops.offsite", "ops.options", "ops.profiles",
+    "ops.restore", "ops.runner", "ops.settings", "ops.ssh", "ops.status", "ops.upgrade", "ops.warmstart")
 
 PROFILE = Profile("AiiDA profile (default: the default profile)")
 
@@ -150,6 +154,20 @@ def migrate_task(c, profile=None, yes=False, wait=False, no_wait=False):
                                           wait_lock=not no_wait))
 
 
+@stack_task(name="maintain", conflicts=[("profile", "all_")], options={
+    "profile": Profile("profile to maintain (default: the default profile)"), "all_": Flag("every profile"),
+    "full": Flag("also repack and vacuum: the profile's daemon stops meanwhile (processes must be idle)"),
+    "dry_run": Flag("show what would be done; nothing changes"),
+    "yes": Flag("do not ask before a full maintenance stops the daemon"), "wait": _WAIT, "no_wait": _NO_WAIT})
+def maintain_task(c, profile=None, all_=False, full=False, dry_run=False, yes=False, wait=False, no_wait=False):
+    """Storage maintenance (verdi storage maintain): pack loose objects, delete unreferenced ones.
+
+    Basic runs online. --full also repacks and vacuums: drain → stop daemon → maintain --full → start,
+    under the stack's lock (backups and restores wait). Prints the objects and bytes before and after."""
+    console.out.print(maintain_ops.maintain(_stack().settings, profile, all_, full, dry_run, yes, wait_idle=wait,
+                                            wait_lock=not no_wait))
+
+
 @stack_task(options={"profile": PROFILE})
 def verdi(c, profile=None):
     """Run verdi in the aiida container: ./stack verdi [--profile P] -- ARGS (stdin, exit code pass through)."""
@@ -176,6 +194,37 @@ def bench_engine(c, n=100, workers=2, time_up=False):
     Submits N core.arithmetic.add calculations to the daemon with W workers, waits for all, prints seconds
     per process and how many finished ok, then deletes what it created. --time-up also times a warm `up`."""
     bench_ops.engine_benchmark(settings.load(), n=n, workers=workers, time_up=time_up)
+
+
+@stack_task(name="maintain", options={
+    "files": Count("new small files (4 KB) before each incremental backup", maximum=1_000_000),
+    "keep": Flag("keep the generated profile and its backups afterwards")})
+def bench_maintain(c, files=1000, keep=False):
+    """Maintenance benchmark: an incremental backup after FILES new small files, without and after a
+    basic maintenance (time and new bytes); removes what it made unless --keep."""
+    bench_storage.maintain_benchmark(settings.load(), files=files, keep=keep)
+
+
+@stack_task(name="offsite", options={
+    "megabytes": Count("megabytes of files (random bytes, 4 MB each) in the backup", maximum=100_000),
+    "keep": Flag("keep the generated profile and its backups afterwards")})
+def bench_offsite(c, megabytes=1024, keep=False):
+    """The offsite benchmark: a backup of MEGABYTES (1 GB) pushed to a throwaway SSH server on the stack's network:
+    a plain rsync -a of the backup folder, the first push, an unchanged push and an encrypted push, with time, bytes
+    sent and bytes new on the remote. Uses the stack's offsite key (made for the run if there is none)."""
+    from ops import bench_offsite
+
+    bench_offsite.offsite_benchmark(settings.load(), megabytes, keep)
+
+
+@stack_task(name="archive", options={
+    "nodes": Count("nodes to generate (a tenth of them with a file)", maximum=10_000_000),
+    "megabytes": Count("megabytes of files (random bytes)", maximum=100_000),
+    "keep": Flag("keep the generated profiles afterwards")})
+def bench_archive(c, nodes=20000, megabytes=100, keep=False):
+    """Archive benchmark: NODES nodes exported (--all) to a host file and imported into a new profile;
+    prints both times; removes what it made unless --keep."""
+    bench_storage.archive_benchmark(settings.load(), nodes=nodes, megabytes=megabytes, keep=keep)
 
 
 @stack_task(name="backup", options={
@@ -265,13 +314,23 @@ _user = "(default: the user_{} setting)"
     "first_name": Text(_user.format("first_name"), max_length=100),
     "last_name": Text(_user.format("last_name"), max_length=100),
     "institution": Text(_user.format("institution"), max_length=200),
-    "set_default": Flag("make it the default profile")})
-def profile_create(c, name, email=None, first_name=None, last_name=None, institution=None, set_default=False):
+    "set_default": Flag("make it the default profile"),
+    "from_archive": HostFile("fill it from this AiiDA archive (read first; a failed import removes the profile)")})
+def profile_create(c, name, email=None, first_name=None, last_name=None, institution=None, set_default=False,
+                   from_archive=None):
     """Create a profile: own PostgreSQL role (generated password) and UTF8 database, repository, broker,
-    localhost computer."""
+    localhost computer; with --from-archive FILE, filled from an AiiDA archive (a dataset to hand on)."""
     s = settings.load()
-    profiles.create(compose.Stack(s), name, email or s.user_email, first_name or s.user_first_name,
-                    last_name or s.user_last_name, institution or s.user_institution, set_default)
+    stack = compose.Stack(s)
+
+    def create() -> None:
+        profiles.create(stack, name, email or s.user_email, first_name or s.user_first_name,
+                        last_name or s.user_last_name, institution or s.user_institution, set_default)
+
+    if from_archive is None:
+        create()
+    else:
+        archives.new_profile(stack, from_archive, create, name)
 
 
 @stack_task(name="delete", options={
@@ -384,11 +443,12 @@ def daemon_decr(c, number=1, profile=None):
 _REPLACE = Flag("replace the stack's key (the old one is kept aside in the state folder)")
 
 
-def _new_key(make) -> None:
-    """Store the key `make(settings)` returns, hand it to the aiida user, print its public line (stdout)."""
+def _new_key(make, install=None) -> None:
+    """Store the key `make(settings)` returns, hand it to the service that uses it (`install(stack)`; default: the
+    aiida user), print its public line (stdout)."""
     stack = _stack()
     key = make(stack.settings)
-    ssh.install(stack)
+    (install or ssh.install)(stack)
     console.step(f"key {key.describe()} kept in {key.path.parent}; its public key (for authorized_keys):")
     console.out.print(key.public, soft_wrap=True)
 
@@ -397,7 +457,7 @@ def _new_key(make) -> None:
 def ssh_keygen(c, replace=False):
     """Create the aiida user's SSH key for remote computers (ed25519, in the stack's state, mode 0600) and
     print its public key: add that line to ~/.ssh/authorized_keys on the cluster."""
-    _new_key(lambda s: ssh.keygen(s, replace))
+    _new_key(lambda s: ssh.keygen(ssh.identity(s), replace))
 
 
 @stack_task(name="import-key", options={"path": PrivateKeyFile("private key file (no passphrase, mode 0600)"),
@@ -406,7 +466,7 @@ def ssh_import_key(c, path, replace=False):
     """Use an existing private key as the aiida user's SSH key (copied into the stack's state, mode 0600).
 
     A key with a passphrase is refused: the stack never stores passphrases (README: an ssh-agent)."""
-    _new_key(lambda s: ssh.import_key(s, path, replace))
+    _new_key(lambda s: ssh.import_key(ssh.identity(s), path, replace))
 
 
 @stack_task(name="trust", options={"host": SshTarget("HOST or HOST:PORT of the SSH server, as the aiida "
@@ -427,6 +487,74 @@ def ssh_show(c):
         console.out.print(public, soft_wrap=True)
 
 
+@stack_task(name="keygen", options={"replace": _REPLACE})
+def offsite_keygen(c, replace=False):
+    """Create the stack's offsite SSH key (ed25519, in the stack's state, mode 0600; only the backup sidecar sees
+    it) and print its public key: add that line to ~/.ssh/authorized_keys of the offsite host's user."""
+    _new_key(lambda s: ssh.keygen(offsite.identity(s), replace, show="offsite.show"), offsite.install)
+
+
+@stack_task(name="import-key", options={"path": PrivateKeyFile("private key file (no passphrase, mode 0600)"),
+                                        "replace": _REPLACE})
+def offsite_import_key(c, path, replace=False):
+    """Use an existing private key as the stack's offsite SSH key (copied into the stack's state, mode 0600)."""
+    _new_key(lambda s: ssh.import_key(offsite.identity(s), path, replace, show="offsite.show"), offsite.install)
+
+
+@stack_task(name="age-keygen", options={"replace": _REPLACE})
+def offsite_age_keygen(c, replace=False):
+    """Make an age identity for encrypted offsite copies (in the stack's state, mode 0600) and print its recipient:
+    put that in the setting backup_offsite_recipients. Keep a copy of the identity OFF this machine: a restore from
+    an encrypted copy needs it."""
+    stack = _stack()
+    recipient = offsite.age_keygen(stack, replace)
+    console.step(f"age identity kept in {offsite.identity(stack.settings).folder / offsite.AGE_IDENTITY}; copy it "
+                 "somewhere safe, off this machine. Its recipient (for backup_offsite_recipients):")
+    console.out.print(recipient, soft_wrap=True)
+
+
+@stack_task(name="show")
+def offsite_show(c):
+    """Print the stack's offsite public key (for the offsite host's authorized_keys) and the trusted offsite hosts."""
+    public = offsite.show(settings.load())
+    if public:
+        console.out.print(public, soft_wrap=True)
+
+
+# --------------------------------------------------------------------------------------- archive.*
+
+
+@stack_task(name="export", conflicts=[("all_", "groups"), ("all_", "nodes")], options={
+    "file": NewHostFile("the archive to write on the host (e.g. data.aiida)"), "profile": PROFILE,
+    "groups": LabelList("groups to export, by label, separated by commas"),
+    "nodes": NumberList("nodes to export, by pk, separated by commas"), "all_": Flag("everything in the profile"),
+    "force": Flag("overwrite FILE if it exists")})
+def archive_export(c, file, profile=None, groups=None, nodes=None, all_=False, force=False):
+    """Export an AiiDA archive (verdi archive create) to a host file: --all, --groups or --nodes, with what
+    they need (provenance, files, comments, logs)."""
+    stack = _stack()
+    archives.export(stack, file, profile or profiles.names(stack)["default"], groups, nodes, all_)
+
+
+@stack_task(name="import", options={"file": HostFile("the AiiDA archive to import, a host file"),
+                                    "profile": PROFILE, "no_wait": _NO_WAIT})
+def archive_import(c, file, profile=None, no_wait=False):
+    """Import an AiiDA archive (verdi archive import) from a host file; an older archive format is migrated
+    as verdi does. Importing the same archive twice adds nothing."""
+    stack = _stack()
+    archives.import_(stack, file, profile or profiles.names(stack)["default"], wait=not no_wait)
+
+
+@stack_task(name="inspect", options={"file": HostFile("the AiiDA archive, a host file"), "json": _json})
+def archive_inspect(c, file, json=False):
+    """Show an archive's format version, the aiida-core that wrote it, and what it holds, without importing."""
+    found = archives.inspect(_stack(), file)
+    if json:
+        console.json(found)
+    else:
+        console.out.print(archives.table(found))
+
+
 # ---------------------------------------------------------------------------------------- backup.*
 
 _owner = "profile the backup belongs to (default: the default profile)"
@@ -442,10 +570,42 @@ def backup_run(c, profile=None, all_=False, keep=None, no_wait=False):
     backups.backup(stack, backups.profile_names(stack, profile or "", all_), keep, wait=not no_wait)
 
 
-@stack_task(name="list", options={"profile": Profile("only this profile", must="exist-or-have-backups")})
-def backup_list(c, profile=None):
-    """List backups: id, time, size, new bytes, nodes, verified."""
-    console.out.print(backups.listing(_stack(), profile or ""))
+_ACCEPT = Flag("first contact with an offsite host: trust the host key fingerprint it shows (or a key its admins "
+               "announced as changed)")
+
+
+@stack_task(name="list", options={"profile": Profile("only this profile", must="exist-or-have-backups"),
+                                  "json": _json, "from_": OffsiteTarget("list an offsite target's backups "
+                                                                       "([user@]host:path) instead"),
+                                  "accept_host_key": _ACCEPT})
+def backup_list(c, profile=None, json=False, from_=None, accept_host_key=False):
+    """List backups, newest first: id, latest, verified, time, size, new bytes, nodes (--from: on an offsite target)."""
+    stack = _stack()
+    if from_:
+        found = offsite.remote_list(stack, profile or profiles.info(stack)["default"], from_, accept_host_key)
+    else:
+        found = backups.published(stack, profile or "")
+    if json:
+        console.json({"backups": found})
+    else:
+        console.out.print(backups.listing(found))
+
+
+@stack_task(name="push", conflicts=[("id", "all_")], options={
+    "to": OffsiteTarget("where: [user@]host:path or ssh://[user@]host[:port]/path"),
+    "id": BackupId("backup id or latest"), "all_": Flag("every backup of the profile, oldest first"),
+    "profile": Profile(_owner, must="exist-or-have-backups"), "accept_host_key": _ACCEPT,
+    "bwlimit": Count("limit the upload to N KiB/s", maximum=10_000_000), "json": _json})
+def backup_push(c, to, id="latest", all_=False, profile=None, accept_host_key=False, bwlimit=None, json=False):
+    """Copy backups offsite over SSH: rsync hard-linked to the remote's newest copy, every file's sha256 checked on the
+    remote, then published there; the remote keeps the same tiered retention.
+
+    The offsite key (./stack offsite.keygen) must be in the remote user's authorized_keys. An interrupted push leaves
+    the remote's earlier copies as they were; the next push resumes it."""
+    stack = _stack()
+    done = offsite.push(stack, profile or profiles.info(stack)["default"], id, all_, to, accept_host_key, bwlimit)
+    if json:
+        console.json(done)
 
 
 @stack_task(name="verify", options={"id": BackupId("backup id or latest"),
@@ -464,14 +624,18 @@ def backup_verify(c, id="latest", profile=None, no_wait=False):
     "as_": Profile("restore into this profile instead (created if missing)", must=None),
     "yes": Flag("replace a profile that holds data (a safety backup is taken first)"), "no_wait": _NO_WAIT,
     "resume": Flag("only complete or roll back a restore that was interrupted (any ./stack command does); "
-                   "takes no other option")},
-    alone=["resume"])
-def restore(c, id="latest", profile=None, as_=None, yes=False, no_wait=False, resume=False):
-    """Restore a backup: verify → safety backup → stage → stop daemon → swap → check → start → drop the old copy.
+                   "takes no other option"),
+    "from_": OffsiteTarget("fetch the backup from an offsite target first: [user@]host:path[/ID] (checked here, "
+                           "then restored as any other)"), "accept_host_key": _ACCEPT,
+    "identity": HostFile("the age identity that decrypts an encrypted offsite copy (default: the state folder's)")},
+    alone=["resume"], conflicts=[("id", "from_")])
+def restore(c, id="latest", profile=None, as_=None, yes=False, no_wait=False, resume=False, from_=None,
+            accept_host_key=False, identity=None):
+    """Restore a backup: stage + verify → safety backup → stop daemon → swap → check → start → drop the old copy.
 
-    The backup is loaded beside the live data while the daemon runs; the daemon stops only for the swap,
-    and the replaced data is kept until the checks pass. A restore interrupted anywhere (even killed) is
-    completed or rolled back by the next ./stack command, never left half done. A backup from an older
+    The backup is verified while it is loaded beside the live data, the daemon running; the daemon stops
+    only for the swap, and the replaced data is kept until the checks pass. A restore interrupted anywhere
+    (even killed) is completed or rolled back by the next ./stack command, never left half done. A backup from an older
     aiida-core is not migrated here: ./stack migrate does that, backup first."""
     stack = compose.Stack(settings.load())
     if resume:
@@ -479,12 +643,20 @@ def restore(c, id="latest", profile=None, as_=None, yes=False, no_wait=False, re
             console.step("no interrupted restore: nothing to do")
         return
     restore_ops.resume(stack)
+    if from_:
+        source, wanted = offsite.split_source("--from", from_)
+        id = offsite.pull(stack, profile or profiles.info(stack)["default"], source, wanted, accept_host_key,
+                          wait=not no_wait, identity=identity)
     console.out.print(restore_ops.restore(stack, id, profile or "", as_ or "", yes, wait=not no_wait).table())
 
 
-ns = Collection(up, down, status, logs, build, lock, upgrade_task, migrate_task, verdi, run, test, restore)
-ns.add_collection(Collection("bench", bench_engine, bench_backup, bench_upgrade, bench_up))
-ns.add_collection(Collection("backup", backup_run, backup_list, backup_verify))
+ns = Collection(up, down, status, logs, build, lock, upgrade_task, migrate_task, maintain_task, verdi, run, test,
+                restore)
+ns.add_collection(Collection("bench", bench_engine, bench_backup, bench_upgrade, bench_up, bench_maintain,
+                             bench_offsite, bench_archive))
+ns.add_collection(Collection("backup", backup_run, backup_list, backup_verify, backup_push))
+ns.add_collection(Collection("offsite", offsite_keygen, offsite_import_key, offsite_age_keygen, offsite_show))
+ns.add_collection(Collection("archive", archive_export, archive_import, archive_inspect))
 ns.add_collection(Collection("profile", profile_list, profile_show, profile_create, profile_delete,
                              profile_set_default))
 ns.add_collection(Collection("ssh", ssh_keygen, ssh_import_key, ssh_trust, ssh_show))

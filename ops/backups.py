@@ -100,14 +100,15 @@ def published(stack: Stack, profile: str = "") -> list[dict]:
     return found
 
 
-def listing(stack: Stack, profile: str) -> Table:
-    table = Table("profile", "id", "finished (UTC)", "size", "new", "nodes", "verified", title="backups",
-                  title_justify="left")
-    for b in published(stack, profile):
-        verified = {True: "[green]yes[/]", False: "[red]FAILED[/]", None: "no"}[b["verified"]]
-        table.add_row(b["profile"], b["id"] + (" (latest)" if b["latest"] else ""), b["finished_at"],
-                      _size(b["bytes_total"]), _size(b["bytes_new"]), str(b["node_count"]), verified)
-    return table
+def listing(found: list[dict]) -> Table:
+    """backup.list's table of `published` backups: profile and id always whole."""
+    rows = [[b["profile"], b["id"], "✔" if b["latest"] else "",
+             {True: "[green]yes[/]", False: "[red]FAILED[/]", None: "no"}[b["verified"]],
+             b["finished_at"][:19].replace("T", " "), _size(b["bytes_total"]), _size(b["bytes_new"]),
+             str(b["node_count"])] for b in found]
+    columns = [("profile", True), ("id", True), ("latest", False), ("verified", False), ("finished (UTC)", False),
+               ("size", False), ("new", False), ("nodes", False)]
+    return console.fitted_table("backups", columns, rows)
 
 
 # ------------------------------------------------------------------------------------------ verify
@@ -197,8 +198,15 @@ def schedule_summary(state: dict | None) -> str:
     if state.get("schedule_kind") in (None, "off"):
         return f"{where}; schedule off (./stack backup runs them)"
     parts = [where, f"schedule {state['schedule']}"]
+    if state.get("maintenance"):
+        parts.append("basic maintenance first")
     if state.get("read_share") not in (None, "off"):
         parts.append(f"each run also reads {state['read_share']} of the older backups")
+    if state.get("offsite_target"):
+        pushed = state.get("offsite") or {}
+        parts.append(f"offsite to {state['offsite_target']} every {_span(state.get('offsite_interval'))}"
+                     + (f", last push ok at {_short(pushed.get('last_finished'))}" if pushed and not pushed.get("error")
+                        else f", [red]last push FAILED: {pushed['error']}[/]" if pushed.get("error") else ""))
     if state.get("last_result") == "failed":
         parts.append(f"[red]last run FAILED at {_short(state.get('last_run_finished'))}: {state.get('error')}[/]")
     elif state.get("last_result") == "ok":
@@ -208,6 +216,15 @@ def schedule_summary(state: dict | None) -> str:
     if not state.get("healthy", True):
         parts.append(f"[red]{state.get('reason')}[/]")
     return "; ".join(parts)
+
+
+def _span(seconds: int | None) -> str:
+    if not seconds:
+        return "?"
+    for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
 
 
 def _short(stamp: str | None) -> str:

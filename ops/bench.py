@@ -124,7 +124,11 @@ def _cleanup(stack: Stack, names: list[str]) -> None:
     for name in names:
         if name in existing:
             profiles.delete(stack, name, skip_db=False, skip_repository=False, yes=True, new_default="")
-        stack.run("exec", "-T", "-u", BACKUP_USER, BACKUP, "rm", "-rf", f"/backups/{name}", capture=True, check=False)
+        done = stack.run("exec", "-T", "-u", BACKUP_USER, BACKUP, "rm", "-rf", f"/backups/{name}", capture=True,
+                         check=False)
+        if done.returncode != 0:
+            raise StackError(f"could not remove the benchmark's backups /backups/{name} in the backup service: "
+                             f"{done.stderr.strip() or done.returncode}; remove them by hand")
     console.step(f"removed {', '.join(names)} and their backups (--keep keeps them)")
 
 

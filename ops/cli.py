@@ -111,7 +111,10 @@ class StackTask(Task):
             self.check(kwargs)
             return super().__call__(*args, **kwargs)
         except StackError as exc:
-            console.err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            from rich.markup import escape
+
+            # plain text: "[user@]host" or "[::1]:22" in a message is not rich markup
+            console.err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise Exit(code=exc.code) from None
 
     def check(self, values: dict[str, Any]) -> None:
@@ -166,6 +169,11 @@ class StackProgram(Program):
             raise Exit(f"error: {exc}", code=2) from None
 
     def parse_tasks(self) -> None:
+        asked = _help_request(self.core.unparsed, self.collection)
+        if asked is not None:  # before invoke reads `--help` as the value of a task's positional argument
+            self.parser = self._make_parser()
+            self.print_task_help(asked)
+            raise Exit
         problem = _misused_options(self.core.unparsed, self.collection)
         if problem:
             raise Exit(f"error: {problem}; nothing changed", code=2)
@@ -206,6 +214,19 @@ def _task_at(token: str, collection: Collection) -> Task | None:
         return collection[token]
     except (KeyError, ValueError):
         return None
+
+
+def _help_request(tokens: list[str], collection: Collection) -> str | None:
+    """The task of `./stack TASK [...] --help` (or -h), as typed."""
+    current = None
+    for token in tokens:
+        if token == "--":
+            break
+        if token in ("--help", "-h") and current is not None:
+            return current
+        if not token.startswith("-") and _task_at(token, collection) is not None:
+            current = token
+    return None
 
 
 def _misused_options(tokens: list[str], collection: Collection) -> str | None:

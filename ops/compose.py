@@ -18,7 +18,7 @@ from pathlib import Path
 
 import docker.models.containers
 
-from ops import engine, secrets, ssh
+from ops import engine, rules, secrets, ssh
 from ops.environment import Environment
 from ops.errors import StackError
 from ops.services import AIIDA, BACKUP, POSTGRES, RABBITMQ
@@ -32,7 +32,7 @@ PUBLISHED = {POSTGRES: ("postgres_port", 5432), RABBITMQ: ("rabbitmq_port", 5672
 IMAGE_INPUTS = {
     POSTGRES: ("images/postgres", "services/postgres"),
     RABBITMQ: ("images/rabbitmq", "services/rabbitmq"),
-    AIIDA: ("images/aiida-core/Dockerfile", "services/aiida", "services/common"),
+    AIIDA: ("images/aiida-core/Dockerfile", "images/aiida-core/patch_upstream.py", "services/aiida", "services/common"),
     BACKUP: ("images/backup", "services/backup", "services/common"),
 }
 TAG_VARIABLES = {POSTGRES: "STACK_TAG_POSTGRES", RABBITMQ: "STACK_TAG_RABBITMQ", AIIDA: "STACK_TAG_AIIDA",
@@ -103,6 +103,7 @@ class Stack:
             "COMPOSE_PROJECT_NAME": s.name,
             "STACK_SECRETS_DIR": str(secrets.secrets_dir(s)),
             "STACK_SSH_DIR": str(ssh.ensure_folder(s)),
+            "STACK_OFFSITE_DIR": str(ssh.Identity(s.state_dir / "offsite", "backup", "").ensure()),
             "STACK_PIP_CERT": str(cert),
             "STACK_PIP_ENV": str(pip_env),
             "STACK_BASE_IMAGE": s.base_image,
@@ -122,6 +123,10 @@ class Stack:
             "BACKUP_KEEP_WEEKLY": str(s.backup_keep_weekly),
             "BACKUP_KEEP_MONTHLY": str(s.backup_keep_monthly),
             "BACKUP_VERIFY_READ_SHARE": s.backup_verify_read_share,
+            "BACKUP_MAINTENANCE": rules.MAINTENANCE_SWITCH[0 if s.backup_maintenance else 1],
+            "BACKUP_OFFSITE": s.backup_offsite,
+            "BACKUP_OFFSITE_INTERVAL": s.backup_offsite_interval,
+            "BACKUP_OFFSITE_RECIPIENTS": " ".join(s.backup_offsite_recipients),
         }
         path = self.state / "compose.env"
         secrets.write_private(path, "".join(f"{key}={_quote(value)}\n" for key, value in values.items()))

@@ -70,14 +70,17 @@ def start(stack: Stack, profile: str | None = None) -> float:
     return running
 
 
-def stop(stack: Stack, profile: str | None = None) -> None:
+def stop(stack: Stack, profile: str | None = None, now: bool = False) -> None:
     """Stop the daemon and keep it stopped until start (the service stays healthy: it should not run).
 
     One call to the service: the marker first (the supervisor leaves the daemon alone), then SIGTERM to
     circusd, as `verdi daemon stop` asks, workers given a few seconds, then killed (their processes'
-    tasks go back to the broker). No verdi start-up, and no daemon.timeout that busy workers outlast."""
+    tasks go back to the broker). No verdi start-up, and no daemon.timeout that busy workers outlast.
+    `now`: circusd and its workers are killed at once instead of the second a graceful stop takes (a
+    restore, whose swap sets the data they work on aside: they go on from their last checkpoint)."""
     name = _name(stack, profile)
-    done = stack.exec_aiida([profiles.PROFILE_CLI, "daemon-stop", "--keep-stopped", name], capture=True)
+    done = stack.exec_aiida([profiles.PROFILE_CLI, "daemon-stop", "--keep-stopped", *(["--now"] if now else []), name],
+                            capture=True)
     result = json_result(done.returncode, done.stdout, f"stopping the daemon of {name}", done.stderr)
     if result["running"]:
         raise StackError(f"the daemon of {name} still runs after it was stopped; see ./stack logs --service aiida")
@@ -110,7 +113,7 @@ def describe(state: dict | None) -> str:
         return "[yellow]stopped (./stack daemon.start)[/]"
     if state["running"] < 1:
         return "[red]NOT running[/]"
-    return f"{state['running']} worker(s)"
+    return f"{state['running']} worker{'s' if state['running'] != 1 else ''}"
 
 
 def change_workers(stack: Stack, delta: int, profile: str | None = None) -> None:

@@ -10,6 +10,7 @@ A failure is an InputError: exit 2, and the message starts with the option's fla
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 import unicodedata
 from collections.abc import Callable
@@ -153,6 +154,48 @@ class HostFile(Input):
 
 
 @dataclass(frozen=True)
+class NewHostFile(Input):
+    """A file to write on the host: its folder exists and is writable; one that exists only with --force."""
+
+    def parse(self, flag: str, raw: Any) -> Path:
+        text = Text(max_length=4096).parse(flag, raw)
+        path = Path(text).expanduser().absolute()
+        if path.is_dir():
+            raise InputError(flag, f"{text} is a folder: name the file to write")
+        if not path.parent.is_dir():
+            raise InputError(flag, f"no such folder: {path.parent}")
+        if not os.access(path.parent, os.W_OK):
+            raise InputError(flag, f"cannot write in {path.parent}")
+        return path
+
+    def resolve(self, flag: str, value: Any, lookup: Lookup, values: dict[str, Any]) -> None:
+        if value is not None and value.exists() and not values.get("force"):
+            raise InputError(flag, f"{value} exists: --force overwrites it")
+
+
+@dataclass(frozen=True)
+class NumberList(Input):
+    """Comma-separated whole numbers of at least 1 (node pks): 12,15,40."""
+
+    def parse(self, flag: str, raw: Any) -> list[int]:
+        text = Text(max_length=100_000).parse(flag, raw)
+        parts = text.split(",")
+        bad = [part for part in parts if not re.fullmatch(r"[0-9]{1,15}", part) or int(part) < 1]
+        if bad:
+            raise InputError(flag, f"must be whole numbers of at least 1, separated by commas (got {bad[0]!r})")
+        return [int(part) for part in parts]
+
+
+@dataclass(frozen=True)
+class LabelList(Input):
+    """Comma-separated group labels: each 1-255 characters, no control characters."""
+
+    def parse(self, flag: str, raw: Any) -> list[str]:
+        text = Text(max_length=100_000).parse(flag, raw)
+        return [Text(max_length=255).parse(flag, part) for part in text.split(",")]
+
+
+@dataclass(frozen=True)
 class PrivateKeyFile(HostFile):
     """An SSH private key file: unencrypted, not readable by others, a key OpenSSH accepts."""
 
@@ -178,6 +221,20 @@ class SshTarget(Input):
         return raw
 
 
+class OffsiteTarget(Input):
+    """[user@]host:path or ssh://[user@]host[:port]/path (the shared rule, stack_rules.parse_offsite)."""
+
+    def parse(self, flag: str, raw: Any) -> str:
+        from ops.rules import parse_offsite
+
+        text = Text(max_length=1300).parse(flag, raw)
+        try:
+            parse_offsite(text)
+        except ValueError as exc:
+            raise InputError(flag, str(exc)) from None
+        return text
+
+
 def _by_rule(flag: str, raw: Any, problem_of: Callable[[str], str | None]) -> str:
     """A value checked by one of the shared rules (services/common/stack_rules.py)."""
     problem = problem_of(raw if isinstance(raw, str) else "")
@@ -197,7 +254,7 @@ class Profile(Input):
         return _by_rule(flag, raw, profile_problem)
 
     def resolve(self, flag: str, value: Any, lookup: Lookup, values: dict[str, Any]) -> None:
-        if value is None or self.must is None:
+        if value is None or self.must is None or values.get("from_"):  # --from: the offsite target has them
             return
         names = lookup.profile_names()
         if self.must == "not-exist":
@@ -221,6 +278,8 @@ class BackupId(Input):
         return _by_rule(flag, raw, backup_id_problem)
 
     def resolve(self, flag: str, value: Any, lookup: Lookup, values: dict[str, Any]) -> None:
+        if values.get("from_"):  # --from: the offsite target holds the backup
+            return
         profile = values.get(self.of) or lookup.default_profile()
         ids = lookup.backup_ids(profile)
         if value == LATEST and not ids:

@@ -134,7 +134,7 @@ def serving(stack: Stack, name: str) -> None:
         last[:] = done.stdout.splitlines() or [done.stderr.strip()]
         return done.returncode == 0 and name in last[0].removeprefix("profiles: ").split(",")
 
-    waiting = Retrying(stop=stop_after_delay(SWITCH_TIMEOUT), wait=wait_fixed(1),
+    waiting = Retrying(stop=stop_after_delay(SWITCH_TIMEOUT), wait=wait_fixed(0.25),
                        retry=retry_if_result(lambda ok: not ok), retry_error_callback=lambda _: False)
     if not waiting(switched):
         report = "\n".join(f"  {line}" for line in last if line.strip())

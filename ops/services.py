@@ -8,7 +8,8 @@ SERVICES = (POSTGRES, RABBITMQ, AIIDA, BACKUP)
 
 # Named volumes as in compose.yaml. Backups are never removed by `down --volumes`.
 AIIDA_HOME_VOLUME = "aiida-home"
-DATA_VOLUMES = ("postgres-data", "rabbitmq-data", AIIDA_HOME_VOLUME)
+HANDOFF_VOLUME = "handoff"  # the sidecar's requests to the aiida service (stack_rules.HANDOFF_DIR)
+DATA_VOLUMES = ("postgres-data", "rabbitmq-data", AIIDA_HOME_VOLUME, HANDOFF_VOLUME)
 BACKUP_VOLUMES = ("backups",)
 
 # Secret files generated on first `up` (ops/secrets.py), one per credential.

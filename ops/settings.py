@@ -10,11 +10,11 @@ import os
 import re
 from functools import cached_property
 from pathlib import Path, PurePosixPath
-from typing import Annotated
+from typing import Annotated, Any
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -45,6 +45,16 @@ def default_name() -> str:
     return name[:63]
 
 
+# settings the backup sidecar reads too: checked here by the same rule (services/common/stack_rules.py)
+RULES = {
+    "backup_schedule": rules.parse_schedule,
+    "backup_verify_read_share": rules.parse_read_share,
+    "backup_offsite": lambda value: value and rules.parse_offsite(value),
+    "backup_offsite_interval": rules.parse_offsite_interval,
+    "backup_offsite_recipients": lambda value: rules.parse_recipients(" ".join(value)),
+}
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
 
@@ -68,20 +78,21 @@ class Settings(BaseSettings):
     backup_keep_weekly: int = Field(default=4, ge=0)
     backup_keep_monthly: int = Field(default=6, ge=0)
     backup_verify_read_share: str = "1/7"  # rules.parse_read_share, as the sidecar reads it
+    # basic maintenance of each profile before its scheduled backup (off: a grown pack is copied whole)
+    backup_maintenance: bool = False
+    # a scheduled push of each new backup offsite (rules.parse_offsite; "": none), at most once per interval
+    backup_offsite: str = ""
+    backup_offsite_interval: str = "24h"  # rules.parse_offsite_interval
+    # encrypt offsite copies to these age recipients (age1...; empty: plain copies, hard-linked there)
+    backup_offsite_recipients: list[str] = Field(default_factory=list, max_length=20)
     backups_dir: str = ""
     mounts: list[str] = Field(default_factory=list, max_length=50)
     ssh_config: str = ""
 
-    @field_validator("backup_schedule")
+    @field_validator(*RULES)
     @classmethod
-    def _schedule(cls, value: str) -> str:
-        rules.parse_schedule(value)  # its ValueError names what is wrong
-        return value
-
-    @field_validator("backup_verify_read_share")
-    @classmethod
-    def _read_share(cls, value: str) -> str:
-        rules.parse_read_share(value)
+    def _by_rule(cls, value: Any, info: ValidationInfo) -> Any:
+        RULES[info.field_name](value)  # the rule the sidecar reads it by; its ValueError names what is wrong
         return value
 
     @field_validator("backups_dir", "ssh_config")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -113,6 +114,16 @@ def test_retention_keeps_the_newest_backups_and_they_verify(stack):
     for backup_id in made[-2:]:
         verified = stack.cli("backup.verify", "--id", backup_id)
         assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+def test_backup_list_never_cuts_an_id_on_a_narrow_terminal(stack):
+    _backup(stack.cli)
+    listed = json.loads(stack.cli("backup.list", "--json").stdout)["backups"]
+    assert listed and all(b["id"].startswith("backup_") for b in listed)
+    narrow = stack.cli("backup.list", env={"COLUMNS": "80"}).stdout
+    assert max(len(line) for line in narrow.splitlines()) <= 80
+    assert re.findall(r"backup_\d{8}T\d{6}Z_[a-z0-9]+", narrow) == [b["id"] for b in listed]
+    assert "left out for the terminal's width" in narrow
 
 
 @pytest.mark.parametrize("args", [

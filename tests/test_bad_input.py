@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 import tasks
-from ops import engine, ssh, wait
+from ops import engine, offsite, ssh, wait
 from ops.cli import StackTask, flag_of
 from ops.services import AIIDA, BACKUP, POSTGRES, SERVICES
 
@@ -39,6 +39,21 @@ ID_ROWS = [("empty", ""), ("long", LONG), ("type", "backup_x"), ("traversal", ".
            ("shell", "latest;ls"), ("unicode", "backup_２０２０0101T000000Z"), ("unknown", NO_SUCH_ID)]
 OPTION_ROWS = [("empty", ""), ("long", "a." + LONG), ("type", "Daemon.Timeout"), ("traversal", "../daemon.timeout"),
                ("shell", "daemon.timeout;ls"), ("unicode", "dæmon.timeout"), ("unknown", "daemon.nosuch")]
+
+
+TARGET = "alice@nobody.invalid:/srv/aiida"  # well formed: rows of other options reach their own check
+TARGET_ROWS = [("empty", ""), ("long", "host:/" + LONG), ("type", "no-path-given"), ("type", "host:"),
+               ("traversal", "host:/srv/../../etc"), ("shell", "host:/x;ls"), ("shell", "-oProxyCommand=x:/y"),
+               ("unicode", "hôst:/srv"), ("range", "ssh://host:0/srv"), ("range", "ssh://host:70000/srv")]
+
+KEY_ROWS = [("empty", ""), ("long", LONG), ("unknown", "/no/such/key"), ("type", str(KEYS / "not-a-key")),
+            ("type", str(KEYS / "with-passphrase")), ("range", str(KEYS / "rsa-1024")), ("type", str(KEYS / "loose")),
+            ("traversal", "../../../../etc/shadow"), ("shell", "key;ls"), ("unicode", "/tmp/ключ")]
+
+NOT_ARCHIVE = str(KEYS / "not-an-archive.aiida")  # an existing file that is no AiiDA archive
+NEW_ARCHIVE = str(KEYS / "new.aiida")  # not there: a wrongly accepted export row would write it
+FILE_ROWS = [("empty", ""), ("long", "/" + LONG), ("unknown", "/no/such/file.aiida"), ("type", "/tmp"),
+             ("type", NOT_ARCHIVE), ("traversal", "../../../../no/such.aiida"), ("unicode", "/tmp/архив.aiida")]
 
 
 def _values(option: str, rows, before=(), after=()):
@@ -72,6 +87,13 @@ TABLE: dict[tuple[str, str], list[tuple[str, list[str]]]] = {
     ("migrate", "yes"): _switch("--yes"),
     ("migrate", "wait"): _switch("--wait"),
     ("migrate", "no_wait"): _switch("--no-wait"),
+    ("maintain", "profile"): _profile("--profile"),
+    ("maintain", "all_"): [*_switch("--all"), ("conflict", ["--all", "--profile", "default"])],
+    ("maintain", "full"): _switch("--full"),
+    ("maintain", "dry_run"): _switch("--dry-run"),
+    ("maintain", "yes"): _switch("--yes"),
+    ("maintain", "wait"): _switch("--wait"),
+    ("maintain", "no_wait"): _switch("--no-wait"),
     ("status", "json"): _switch("--json"),
     ("profile.list", "json"): _switch("--json"),
     ("down", "volumes"): _switch("--volumes"),
@@ -94,6 +116,13 @@ TABLE: dict[tuple[str, str], list[tuple[str, list[str]]]] = {
     ("bench.backup", "megabytes"): _values("--megabytes", COUNT_ROWS),
     ("bench.backup", "files"): _values("--files", COUNT_ROWS),
     ("bench.backup", "keep"): _switch("--keep"),
+    ("bench.maintain", "files"): _values("--files", COUNT_ROWS),
+    ("bench.maintain", "keep"): _switch("--keep"),
+    ("bench.offsite", "megabytes"): _values("--megabytes", COUNT_ROWS),
+    ("bench.offsite", "keep"): _switch("--keep"),
+    ("bench.archive", "nodes"): _values("--nodes", COUNT_ROWS),
+    ("bench.archive", "megabytes"): _values("--megabytes", COUNT_ROWS),
+    ("bench.archive", "keep"): _switch("--keep"),
     ("bench.upgrade", "nodes"): _values("--nodes", COUNT_ROWS),
     ("bench.upgrade", "megabytes"): _values("--megabytes", COUNT_ROWS),
     ("bench.upgrade", "from_version"): _values("--from-version", [("empty", ""), ("long", "2." * 20 + "2"),
@@ -111,6 +140,7 @@ TABLE: dict[tuple[str, str], list[tuple[str, list[str]]]] = {
     ("profile.create", "last_name"): _text("--last-name", 100, before=["sweep_new"]),
     ("profile.create", "institution"): _text("--institution", 200, before=["sweep_new"]),
     ("profile.create", "set_default"): _switch("--set-default", before=["sweep_new"]),
+    ("profile.create", "from_archive"): _values("--from-archive", FILE_ROWS, before=["sweep_new"]),
     ("profile.delete", "name"): _profile("--name", after=["--yes"]),
     ("profile.delete", "skip_db"): _switch("--skip-db", before=["default"]),
     ("profile.delete", "skip_repository"): _switch("--skip-repository", before=["default"]),
@@ -148,6 +178,7 @@ TABLE: dict[tuple[str, str], list[tuple[str, list[str]]]] = {
     ("backup.run", "no_wait"): _switch("--no-wait"),
     ("backup.run", "keep"): _values("--keep", COUNT_ROWS),
     ("backup.list", "profile"): _profile("--profile"),
+    ("backup.list", "json"): _switch("--json"),
     ("backup.verify", "id"): _values("--id", ID_ROWS),
     ("backup.verify", "profile"): _profile("--profile"),
     ("restore", "id"): _values("--id", ID_ROWS, after=["--yes"]),
@@ -161,17 +192,47 @@ TABLE: dict[tuple[str, str], list[tuple[str, list[str]]]] = {
                             ("conflict", ["--resume", "--no-wait"])],
     ("backup.verify", "no_wait"): _switch("--no-wait"),
     ("profile.delete", "no_wait"): _switch("--no-wait", before=["default"]),
+    ("archive.export", "file"): [*_values("--file", [*FILE_ROWS[:2], ("unknown", "/no/such/folder/x.aiida"),
+                                                     ("type", "/tmp")], after=["--all"]),
+                                 ("conflict", ["--file", str(KEYS / "existing.aiida"), "--all"])],
+    ("archive.export", "profile"): _profile("--profile", before=[NEW_ARCHIVE], after=["--all"]),
+    ("archive.export", "groups"): [*_text("--groups", 100_000, before=[NEW_ARCHIVE]),
+                                   ("conflict", [NEW_ARCHIVE, "--groups", "g", "--all"])],
+    ("archive.export", "nodes"): [*_values("--nodes", [*COUNT_ROWS, ("type", "1,,2")], before=[NEW_ARCHIVE]),
+                                  ("conflict", [NEW_ARCHIVE, "--nodes", "1", "--all"])],
+    ("archive.export", "all_"): _switch("--all", before=[NEW_ARCHIVE]),
+    ("archive.export", "force"): _switch("--force", before=[NEW_ARCHIVE, "--all"]),
+    ("archive.import", "file"): _values("--file", FILE_ROWS),
+    ("archive.import", "profile"): _profile("--profile", before=[NOT_ARCHIVE]),
+    ("archive.import", "no_wait"): _switch("--no-wait", before=[NOT_ARCHIVE]),
+    ("archive.inspect", "file"): _values("--file", FILE_ROWS),
+    ("archive.inspect", "json"): _switch("--json", before=[NOT_ARCHIVE]),
     ("ssh.keygen", "replace"): _switch("--replace"),
-    ("ssh.import-key", "path"): _values("--path", [
-        ("empty", ""), ("long", LONG), ("unknown", "/no/such/key"), ("type", str(KEYS / "not-a-key")),
-        ("type", str(KEYS / "with-passphrase")), ("range", str(KEYS / "rsa-1024")), ("type", str(KEYS / "loose")),
-        ("traversal", "../../../../etc/shadow"), ("shell", "key;ls"), ("unicode", "/tmp/ключ")]),
+    ("ssh.import-key", "path"): _values("--path", KEY_ROWS),
     ("ssh.import-key", "replace"): _switch("--replace", before=["--path", str(KEYS / "good")]),
     ("ssh.trust", "host"): _values("--host", [
         ("empty", ""), ("long", LONG), ("type", "cluster:port"), ("range", "cluster:0"), ("range", "cluster:70000"),
         ("traversal", "../cluster"), ("shell", "cluster;ls"), ("unicode", "clüster"),
         ("unknown", "nobody.invalid")], after=["--yes"]),
     ("ssh.trust", "yes"): _switch("--yes", before=["--host", "nobody.invalid"]),
+    ("backup.push", "to"): _values("--to", TARGET_ROWS),
+    ("backup.push", "id"): _values("--id", ID_ROWS, before=["--to", TARGET]),
+    ("backup.push", "all_"): [*_switch("--all", before=["--to", TARGET]),
+                              ("conflict", ["--to", TARGET, "--all", "--id", NO_SUCH_ID])],
+    ("backup.push", "profile"): _profile("--profile", before=["--to", TARGET]),
+    ("backup.push", "accept_host_key"): _switch("--accept-host-key", before=["--to", TARGET]),
+    ("backup.push", "bwlimit"): _values("--bwlimit", COUNT_ROWS, before=["--to", TARGET]),
+    ("backup.push", "json"): _switch("--json", before=["--to", TARGET]),
+    ("backup.list", "from_"): _values("--from", TARGET_ROWS),
+    ("backup.list", "accept_host_key"): _switch("--accept-host-key", before=["--from", TARGET]),
+    ("restore", "from_"): [*_values("--from", TARGET_ROWS, after=["--yes"]),
+                           ("conflict", ["--from", TARGET, "--id", NO_SUCH_ID, "--yes"])],
+    ("restore", "accept_host_key"): _switch("--accept-host-key", before=["--from", TARGET]),
+    ("restore", "identity"): _values("--identity", FILE_ROWS[:4], before=["--from", TARGET]),
+    ("offsite.age-keygen", "replace"): _switch("--replace"),
+    ("offsite.keygen", "replace"): _switch("--replace"),
+    ("offsite.import-key", "path"): _values("--path", KEY_ROWS),
+    ("offsite.import-key", "replace"): _switch("--replace", before=["--path", str(KEYS / "good")]),
 }
 
 ROWS = [(task, param, kind, args) for (task, param), cases in TABLE.items() for kind, args in cases]
@@ -214,7 +275,9 @@ def state(stack) -> dict:
         "config.json": _sh(aiida, "cat /home/aiida/.aiida/config.json"),
         "workers": _sh(aiida, "pgrep -f '[d]aemon worker' | sort"),  # [d]: not the shell itself
         "backups": _sh(stack.compose.container(BACKUP), "find /backups -printf '%p %s %T@\\n' | sort"),
-        "ssh": sorted((p.name, p.stat().st_size, p.stat().st_mtime) for p in ssh.folder(stack.settings).glob("*")),
+        **{name: sorted((p.name, p.stat().st_size, p.stat().st_mtime) for p in where.glob("*"))
+           for name, where in (("ssh", ssh.folder(stack.settings)),
+                               ("offsite", offsite.identity(stack.settings).folder))},
     }
 
 
@@ -237,6 +300,9 @@ def _write_keys() -> None:
     for name, data in {**keys, "loose": keys["good"]}.items():
         (KEYS / name).write_bytes(data)
         (KEYS / name).chmod(0o644 if name == "loose" else 0o600)
+    Path(NOT_ARCHIVE).write_bytes(b"not an archive\n")
+    (KEYS / "existing.aiida").write_bytes(b"an archive already written\n")
+    Path(NEW_ARCHIVE).unlink(missing_ok=True)
 
 
 @pytest.fixture(scope="module")
@@ -274,4 +340,15 @@ def test_bad_input_is_refused_and_changes_nothing(stack, prepared, wave):
     prepared["last"] = after
     assert [p for p in problems if p] == []
     changed = [what for what in before if before[what] != after[what]]
-    assert changed == [], f"one of {[(t, a) for t, _, _, a in wave]} changed {changed}"
+    assert changed == [], f"one of {[(t, a) for t, _, _, a in wave]} changed {changed}: {_difference(before, after)}"
+
+
+def _difference(before: dict, after: dict) -> str:
+    """What changed, line by line (the first few), for the failure message."""
+    lines = []
+    for what in before:
+        old = set(str(before[what]).splitlines())
+        new = set(str(after[what]).splitlines())
+        lines += [f"{what}: - {line}" for line in sorted(old - new)][:5]
+        lines += [f"{what}: + {line}" for line in sorted(new - old)][:5]
+    return "\n".join(lines)

@@ -9,6 +9,7 @@ import time
 import pytest
 
 from ops import wait
+from ops.profiles import PROFILE_CLI
 from ops.services import AIIDA, SERVICES
 
 pytestmark = pytest.mark.stack
@@ -80,6 +81,28 @@ def test_stopped_daemon_stays_stopped_across_a_restart_until_started(stack):
     wait.until_healthy(stack.compose, SERVICES, timeout=120)
 
 
+def test_a_stop_now_kills_the_daemon_and_it_stays_stopped_until_started(stack):
+    """A restore's stop (`daemon-stop --now`): circusd and its workers are killed, not asked to stop
+    (circus never logs a SIGTERM), nothing of the daemon is left, and the supervisor leaves it stopped."""
+    circus = "/home/aiida/.aiida/daemon/circus-default.pid"
+    pid = stack.compose.exec_aiida(["cat", circus], capture=True).stdout.strip()
+    assert pid, "the daemon of default does not run"
+    done = stack.compose.exec_aiida([PROFILE_CLI, "daemon-stop", "--keep-stopped", "--now", "default"], capture=True)
+    try:
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout.splitlines()[-1]) == {"profile": "default", "stopped": True, "running": False}
+        time.sleep(3)  # the supervisor looks at its markers every 0.1 s
+        left = stack.compose.exec_aiida(["ps", "-eo", "pid=,comm=,args="], capture=True).stdout.splitlines()
+        assert not [row for row in left if row.split()[0] == pid or "-p default daemon" in row], left
+        log = stack.compose.exec_aiida(["cat", "/home/aiida/.aiida/daemon/log/circus-default.log"], capture=True)
+        since = log.stdout.rsplit(f"Starting master on pid {pid}", 1)
+        assert len(since) == 2 and "Got signal SIG_TERM" not in since[1], since[-1]
+    finally:
+        started = stack.cli("daemon.start")
+    assert started.returncode == 0, started.stderr
+    assert _workers(stack) >= 1
+
+
 def test_default_workers_option_survives_container_recreation(stack):
     assert stack.cli("config.set", "daemon.default_workers", "2").returncode == 0
     try:
@@ -117,9 +140,13 @@ if __name__ == "__main__":  # children of the forkserver import this file again
 def test_supervisor_jobs_run_in_children_of_one_warm_process(stack):
     """Daemon starts and health checks fork from a process with aiida imported: each child gives its exit
     code and output back, a hung one is killed at its timeout, a crashed one is reported."""
-    processes = stack.compose.exec_aiida(["ps", "-eo", "args"], capture=True).stdout
-    servers = [line for line in processes.splitlines() if "multiprocessing.forkserver" in line]
+    processes = stack.compose.exec_aiida(["ps", "-eo", "pid=,comm=,args="], capture=True).stdout
+    rows = [line.split(None, 2) for line in processes.splitlines()]
+    servers = [args for _, comm, args in rows if "multiprocessing.forkserver" in args and comm != "circusd"]
     assert len(servers) == 1, processes
+    # the daemons' circusd are forked from it too (no second of verdi start-up): named circusd
+    circus = stack.compose.exec_aiida(["cat", "/home/aiida/.aiida/daemon/circus-default.pid"], capture=True).stdout
+    assert [comm for pid, comm, _ in rows if pid == circus.strip()] == ["circusd"], (circus, processes)
     # verdi's own interpreter: aiida warns when a daemon was started by another (`verdi status` not ✔)
     shebang = stack.compose.exec_aiida(["sh", "-c", "head -n 1 \"$(command -v verdi)\""], capture=True).stdout
     assert servers[0].split()[0] == shebang.removeprefix("#!").split()[0], (servers, shebang)

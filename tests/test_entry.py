@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from ops import wait
+from ops.services import SERVICES
 from ops.settings import ROOT
 
 PROFILE_TASKS = ["profile.create", "profile.delete", "profile.list", "profile.set-default", "profile.show"]
@@ -82,6 +84,8 @@ def test_invoke_from_a_subfolder_keeps_relative_paths(clone, foreign_invoke):
 
 @pytest.mark.stack
 def test_invoke_status_matches_stack(stack, clone, foreign_invoke):
+    # the session's stack may still be coming back from an earlier file's outage (same worker)
+    wait.until_healthy(stack.compose, SERVICES, timeout=180)
     # the clone drives the session's stack: same name, and a copy of its state (secrets, compose env)
     shutil.copytree(stack.settings.state_dir, clone / ".stack" / stack.name, dirs_exist_ok=True)
     env = _user_env(foreign_invoke, AIIDA_STACK_NAME=stack.name)

@@ -60,7 +60,8 @@ def test_status_shows_version_profile_and_daemon_workers(stack):
     assert done.returncode == 0, done.stderr
     assert f"aiida-core {stack.settings.aiida_core_version}" in done.stdout
     assert "default profile: default" in done.stdout
-    assert f"{stack.settings.daemon_workers} worker(s)" in done.stdout  # the default profile's daemon
+    workers = stack.settings.daemon_workers
+    assert f"{workers} worker{'s' if workers != 1 else ''}" in done.stdout  # the default profile's daemon
     assert stack.health() == dict.fromkeys(SERVICES, "healthy")
 
 

@@ -65,7 +65,7 @@ def flush() -> None:
     with backend.transaction():
         ids = backend.bulk_insert(EntityTypes.NODE, rows, allow_defaults=True)
         calcs = [node_row("process.calculation.calcfunction.CalcFunctionNode.", {"process_state": "finished",
-                          "exit_status": 0, "function_name": "bench"}, {}, "bench")
+                          "exit_status": 0, "function_name": "bench", "sealed": True}, {}, "bench")
                  for _ in range(0, len(ids), calc_every)]
         calc_ids = backend.bulk_insert(EntityTypes.NODE, calcs, allow_defaults=True)
         link_rows = [{"input_id": node_id, "output_id": calc_ids[i // calc_every], "type": LinkType.INPUT_CALC.value,

@@ -31,6 +31,9 @@ APPLIED_WORKERS_FILE = STACK_DIR / "applied-daemon-workers"
 # supervisor at each start: the profile CLI's source when no profile is left to copy them from.
 BROKER_FILE = STACK_DIR / "broker.json"
 HOLD_MAX_AGE = 600  # a hold left by a killed CLI expires
+# The process name (comm) of a circusd the supervisor forks from its warm process (its command line is
+# the warm server's, so daemon.py knows it by this name and its PID or log file).
+CIRCUSD_NAME = "circusd"
 
 
 # Values never printed: anything logged or relayed from verdi is passed through redact().
@@ -46,6 +49,15 @@ def redact(text: str) -> str:
     for secret in SECRETS:
         text = text.replace(secret, "********")
     return text
+
+
+def write_atomic(path: pathlib.Path | str, text: str, mode: int = 0o644) -> None:
+    """Write a sibling, rename it over `path`: a reader sees the old content or the new, never half."""
+    temporary = f"{path}.tmp"
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.replace(temporary, path)
 
 
 LOG_PREFIX = ["aiida-supervisor"]  # the profile CLI replaces it

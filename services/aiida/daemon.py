@@ -1,8 +1,9 @@
 """The daemon of one profile as processes: circusd PID files, orphans, start and stop (no aiida import).
 
-`verdi -p P daemon start` (no worker count: the profile's `daemon.default_workers` option decides),
-stop through circusd's SIGTERM, plus what verdi does not do: remove a stale circus-<profile>.pid
-(it blocks `verdi daemon start` after an unclean stop) and kill orphaned workers.
+Start: `verdi -p P daemon start-circus` forked from the supervisor's warm process (warm.py), else
+`verdi -p P daemon start` (no worker count: the profile's `daemon.default_workers` option decides).
+Stop: circusd's SIGTERM. Plus what verdi does not do: remove a stale circus-<profile>.pid (it blocks
+`verdi daemon start` after an unclean stop) and kill orphaned workers.
 """
 
 from __future__ import annotations
@@ -10,13 +11,16 @@ from __future__ import annotations
 import contextlib
 import os
 import pathlib
+import subprocess
 import time
+from collections.abc import Callable
 
 import psutil
-from common import DAEMON_DIR, log, verdi
+from common import CIRCUSD_NAME, DAEMON_DIR, log, verdi
 
 STOP_TIMEOUT = float(os.environ.get("AIIDA_DAEMON_STOP_TIMEOUT", "7"))
 STARTING_GRACE = 60.0  # a daemon start by someone else that takes longer is taken for dead
+START_TIMEOUT = 90.0
 
 
 def pid_file(profile: str) -> pathlib.Path:
@@ -27,6 +31,22 @@ def _is_circusd_cmd(cmdline: list[str]) -> bool:
     return any("circusd" in part or "start-circus" in part for part in cmdline)
 
 
+def _is_circusd(proc: psutil.Process | None, profile: str | None = None) -> bool:
+    """A circusd (of `profile`, if given): verdi's (its command line names it and the profile) or one
+    forked from the warm process (named CIRCUSD_NAME; the profile is in the name of its log file)."""
+    try:
+        if proc is None:
+            return False
+        cmdline = proc.cmdline()
+        if _is_circusd_cmd(cmdline):
+            return profile is None or profile in cmdline
+        if proc.name() != CIRCUSD_NAME:
+            return False
+        return profile is None or any(pathlib.Path(f.path).name == f"circus-{profile}.log" for f in proc.open_files())
+    except psutil.Error:
+        return False
+
+
 def circusd_pid(profile: str) -> int | None:
     """PID of the live circusd of `profile`, or None (no/stale PID file)."""
     try:
@@ -34,18 +54,11 @@ def circusd_pid(profile: str) -> int | None:
         proc = psutil.Process(pid)
         if proc.status() == psutil.STATUS_ZOMBIE:
             return None
-        if _is_circusd_cmd(proc.cmdline()) and proc.uids().real == os.getuid():
+        if proc.uids().real == os.getuid() and _is_circusd(proc):  # the file names the profile
             return pid
     except (OSError, ValueError, psutil.Error):
         pass
     return None
-
-
-def _is_circusd(proc: psutil.Process | None) -> bool:
-    try:
-        return proc is not None and _is_circusd_cmd(proc.cmdline())
-    except psutil.Error:
-        return False
 
 
 def daemon_processes(profile: str | None) -> list[psutil.Process]:
@@ -59,7 +72,7 @@ def daemon_processes(profile: str | None) -> list[psutil.Process]:
             is_worker = cmd[-2:] == ["daemon", "worker"] and (
                 profile is None or f" -p {profile} " in " " + " ".join(cmd) + " "
             )
-            is_circus = _is_circusd_cmd(cmd) and (profile is None or profile in cmd)
+            is_circus = _is_circusd(proc, profile)
             # circusd's `circus.stats` helper: orphaned (parent gone) once circusd was killed.
             is_stats = "from circus import stats; stats.main()" in cmd and not _is_circusd(proc.parent())
             if is_worker or is_circus or is_stats:
@@ -81,7 +94,7 @@ def starting(profile: str, within: float = STARTING_GRACE) -> bool:
             if not mine or now - proc.info["create_time"] > within:
                 continue
             verb = cmd[cmd.index("daemon") + 1:cmd.index("daemon") + 2] if "daemon" in cmd else []
-            if verb in (["start"], ["restart"]) or (_is_circusd_cmd(cmd) and profile in cmd):
+            if verb in (["start"], ["restart"]) or _is_circusd(proc, profile):
                 return True
         except psutil.Error:
             continue
@@ -117,12 +130,25 @@ def clean_stale_state(profile: str | None) -> None:
     kill_processes(daemon_processes(profile), "orphaned daemon process(es)")
 
 
-def start(profile: str, runner=None) -> bool:
-    """`verdi -p P daemon start` (runner: how verdi runs, see common.verdi); True when circusd runs."""
+def start(profile: str, runner=None, launch: Callable[[str, float], tuple[int, str]] | None = None) -> bool:
+    """Start the daemon of `profile`; True when its circusd runs. `launch(profile, timeout)` starts
+    circusd from a warm process (the supervisor's warm.launch_circusd); without it, or if it fails,
+    `verdi -p P daemon start` (runner: how verdi runs, see common.verdi)."""
     if circusd_pid(profile) is None:
         clean_stale_state(profile)
     log(f"starting the daemon of {profile!r} (workers: its daemon.default_workers option)")
-    result = verdi("-p", profile, "daemon", "start", check=False, timeout=90, runner=runner)
+    if launch is not None:
+        try:
+            code, output = launch(profile, START_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            code, output = 124, f"no answer within {START_TIMEOUT:.0f} s"
+        if code == 0 and _await_circusd(profile):
+            log(f"daemon of {profile!r} running, circusd PID {circusd_pid(profile)}")
+            return True
+        log(f"the warm start of the daemon of {profile!r} failed (exit code {code}): {output.strip()[-500:]}; "
+            "starting it with verdi")
+        clean_stale_state(profile)
+    result = verdi("-p", profile, "daemon", "start", check=False, timeout=START_TIMEOUT, runner=runner)
     pid = circusd_pid(profile)
     if result.returncode != 0 or pid is None:
         log(f"ERROR: daemon start of {profile!r} failed (exit code {result.returncode})")
@@ -131,22 +157,38 @@ def start(profile: str, runner=None) -> bool:
     return True
 
 
-def stop(profile: str) -> None:
+def _await_circusd(profile: str, timeout: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while circusd_pid(profile) is None:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def stop(profile: str, now: bool = False) -> None:
     """Stop the daemon of `profile`; also cleans a stale state.
 
     SIGTERM to circusd does what `verdi daemon stop` asks of it (stop the watchers gracefully:
-    workers get SIGTERM, then exit), without a verdi start-up costing CPU seconds; what is left
-    after STOP_TIMEOUT is killed.
+    workers get SIGTERM, then exit, about a second), without a verdi start-up costing CPU seconds; what
+    is left after STOP_TIMEOUT is killed. `now`: SIGKILL to circusd, then its workers, as a crash would
+    (a restore that sets the data aside): each process goes on from its last checkpoint, its task goes
+    back to the broker the moment the worker's connection drops.
     """
     pid = circusd_pid(profile)
     if pid is None:
         clean_stale_state(profile)
         return
-    log(f"stopping the daemon of {profile!r} (circusd PID {pid})")
+    log(f"stopping the daemon of {profile!r} (circusd PID {pid}{', killed now' if now else ''})")
     with contextlib.suppress(psutil.Error):
         circusd = psutil.Process(pid)
         workers = circusd.children(recursive=True)
-        circusd.terminate()
+        if now:
+            for proc in (circusd, *workers):  # circusd first: it would start a new worker for a killed one
+                with contextlib.suppress(psutil.Error):
+                    proc.kill()
+        else:
+            circusd.terminate()
         _, alive = psutil.wait_procs([circusd, *workers], timeout=STOP_TIMEOUT)
         kill_processes(alive, "daemon process(es) still running after SIGTERM", grace=1)
     kill_processes(daemon_processes(profile), "remaining daemon process(es)", grace=1)

@@ -16,7 +16,7 @@ import warnings
 
 import compat
 import daemon
-from common import disabled_file
+from common import disabled_file, write_atomic
 
 DAEMON_TIMEOUT = 5
 
@@ -90,15 +90,11 @@ def record(path: str, settle: float = 0.0, starting: tuple[str, ...] | list[str]
     """
     import contextlib
     import io
-    import os
 
     report = io.StringIO()
     with contextlib.redirect_stdout(report):
         code = main(settle, starting)
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as handle:
-        handle.write(("ok" if code == 0 else "fail") + "\n" + report.getvalue())
-    os.replace(tmp, path)
+    write_atomic(path, ("ok" if code == 0 else "fail") + "\n" + report.getvalue())
     return code
 
 

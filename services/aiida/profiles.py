@@ -65,16 +65,18 @@ def computer_marker(name: str) -> pathlib.Path:
     return STACK_DIR / f"localhost-computer.{name}"
 
 
-def ensure_localhost_computer(name: str, echo=None, strict: bool = False) -> None:
+def ensure_localhost_computer(name: str, echo=None, strict: bool = False, runner=None) -> None:
     """Create the `localhost` computer (core.local / core.direct, safe_interval 0) once per profile.
 
     A marker holding the profile UUID saves the verdi calls on warm starts. strict: raise on failure.
+    runner: how verdi runs (common.verdi; the supervisor's warm.run_verdi).
     """
     marker = computer_marker(name)
     uuid = read_config()["profiles"][name].get("PROFILE_UUID", "")
     if marker.exists() and marker.read_text().strip() == uuid:
         return
-    shown = verdi("-p", name, "computer", "show", "localhost", check=False, quiet=True, log_failure=False)
+    shown = verdi("-p", name, "computer", "show", "localhost", check=False, quiet=True, log_failure=False,
+                  runner=runner)
     if shown.returncode == 0:
         marker.write_text(uuid + "\n")
         return
@@ -87,10 +89,10 @@ def ensure_localhost_computer(name: str, echo=None, strict: bool = False) -> Non
             '--description', 'this container (aiida-stack)',
             '--transport', 'core.local', '--scheduler', 'core.direct',
             '--work-dir', str(WORK_DIR), '--mpiprocs-per-machine', '1',
-            echo=echo,
+            echo=echo, runner=runner,
         )  # fmt: skip
         verdi("-p", name, "computer", "configure", "core.local", "localhost", "-n", "--safe-interval", "0",
-              echo=echo)
+              echo=echo, runner=runner)
         marker.write_text(uuid + "\n")
     except RuntimeError as exc:
         if strict:

@@ -22,6 +22,8 @@ import traceback
 from collections.abc import Callable
 from multiprocessing import forkserver
 
+from common import CIRCUSD_NAME
+
 # Missing modules are skipped by the server (aiida-core releases differ); they load in the child then.
 PRELOAD = [
     "aiida.cmdline.commands.cmd_verdi",
@@ -112,3 +114,24 @@ def run_verdi(args: tuple[str, ...], env: dict | None, timeout: float) -> subpro
     """`verdi ARGS` in a warm child, as common.verdi's runner."""
     code, output = call(_verdi_main, *args, timeout=timeout, env=env)
     return subprocess.CompletedProcess(["verdi", *args], code, output)
+
+
+def _start_circus(profile: str) -> None:
+    """`verdi -p PROFILE daemon start-circus`, the command `verdi daemon start` runs as a new Python
+    process (about 1.4 s of imports) and then waits for. circusd daemonizes (double fork): this child
+    exits at the first fork, which ends the call. The daemon is named CIRCUSD_NAME for daemon.py, as
+    its command line is the warm server's; it stops through SIGTERM like any circusd."""
+    import ctypes
+
+    ctypes.CDLL(None).prctl(15, CIRCUSD_NAME.encode(), 0, 0, 0)  # PR_SET_NAME: inherited by the forks
+    launcher = os.getpid()
+    try:
+        _verdi_main("-p", profile, "daemon", "start-circus")  # no count: daemon.default_workers
+    finally:
+        if os.getpid() != launcher:  # circusd itself, once it stopped: no reply to send, nothing to run
+            os._exit(0)
+
+
+def launch_circusd(profile: str, timeout: float) -> tuple[int, str]:
+    """Start the circusd of `profile` from the warm process: (exit code, output); 0 once it daemonized."""
+    return call(_start_circus, profile, timeout=timeout)

@@ -67,7 +67,7 @@ def storage_ready(profile: str) -> bool:
         marker.write_text(stamp)
     ready.add(profile)
     try:
-        profiles.ensure_localhost_computer(profile)
+        profiles.ensure_localhost_computer(profile, runner=warm.run_verdi)
     except (KeyError, OSError, ValueError) as exc:  # the profile went away meanwhile
         log(f"WARNING: computer localhost of {profile!r} not checked: {exc!r}")
     return True
@@ -130,7 +130,7 @@ def start_daemons(names: list[str], watches: dict[str, Watch]) -> bool:
 
     def start(name: str) -> None:
         log(f"the daemon of {name!r} is not running: starting it")
-        results[name] = daemon.start(name, runner=warm.run_verdi)
+        results[name] = daemon.start(name, runner=warm.run_verdi, launch=warm.launch_circusd)
 
     threads = [threading.Thread(target=start, args=(name,), name=f"start-{name}") for name in names]
     for thread in threads:

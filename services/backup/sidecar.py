@@ -6,7 +6,9 @@ validated at start; a bad value is logged naming the variable and the process ex
 time, for every profile of /aiida-home/config.json (core.psql_dos; others are skipped):
 `stack-backup backup` (waits for the lock if a backup or prune is running) → `stack-backup verify` of
 the new backup (checksums and repository, no scratch server) → `stack-backup prune` with the tiers →
-`stack-backup read-share` (the next 1/N of the older backups, BACKUP_VERIFY_READ_SHARE). The engine
+`stack-backup read-share` (the next 1/N of the older backups, BACKUP_VERIFY_READ_SHARE); then, when
+BACKUP_OFFSITE names a target and BACKUP_OFFSITE_INTERVAL has passed since the last complete push,
+`stack-backup push` of each profile's new backup (outside the lock). The engine
 runs as a child process, so a crash of one run cannot take the scheduler down; SIGTERM is forwarded to it (the
 engine removes its in-progress folder; published backups are untouched) and serve exits.
 
@@ -30,6 +32,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from stackbackup import handoff  # noqa: E402
 from stackbackup.aiida_config import load_config  # noqa: E402
 from stackbackup.common import Fail, iso  # noqa: E402
 from stackbackup.layout import published  # noqa: E402
@@ -135,6 +138,8 @@ class Server:
             "period_seconds": round(self.schedule.period(now())) if self.schedule.on else None,
             "retention": self.settings.retention(), "sidecar_started": iso(self.started),
             "read_share": f"1/{self.settings.read_share}" if self.settings.read_share else "off",
+            "maintenance": self.settings.maintenance,
+            "offsite_target": self.settings.offsite or None, "offsite_interval": self.settings.offsite_interval,
             "next_due": iso(due) if due else None, "deadline": iso(limit) if limit else None,
         }
         for key in ("last_run_started", "last_run_finished", "last_result", "error", "profiles", "last_success"):
@@ -213,6 +218,8 @@ class Server:
                 log(f"run: {name}: {entry['error']}")
             finally:
                 os.environ.pop(TOKEN_ENV, None)
+        if self.settings.offsite and not self.stopping:
+            self.push_offsite([name for name in names if results[name].get("ok")], keep, errors)
         finished = now()
         if self.stopping:
             # an interrupted run: the engine removed its in-progress folder; the previous result stands
@@ -232,8 +239,29 @@ class Server:
         log(f"run: {'ok' if ok else 'FAILED'} in {(finished - started).total_seconds():.1f} s"
             + ("" if ok else f": {self.state['error']}") + f"; next due {iso(due) if due else 'never'}")
 
+    def maintain_first(self, name: str, entry: dict, errors: list[str]) -> None:
+        """Basic maintenance by the aiida service (the how-to's `verdi storage backup` runs it first too).
+        One that ran and failed fails the run; one nobody took (the aiida service down) is only noted:
+        the backup itself does not need it."""
+        answer = handoff.ask_maintenance(name, tick=self.beat, give_up=lambda: self.stopping)
+        if answer.get("state") == "done":
+            before, after = answer.get("before") or {}, answer.get("after") or {}
+            entry["maintenance"] = {"state": "done", "seconds": answer.get("seconds"),
+                                    "loose_before": before.get("loose"), "loose_after": after.get("loose")}
+            log(f"run: maintain {name}: {before.get('loose')} → {after.get('loose')} loose objects "
+                f"({answer.get('seconds')} s)")
+            return
+        entry["maintenance"] = {"state": answer.get("state"), "error": answer.get("error")}
+        log(f"run: maintain {name}: {answer.get('state')}: {answer.get('error')}")
+        if answer.get("state") == "failed":
+            errors.append(f"{name}: maintenance: {answer.get('error')}")
+
     def cycle(self, name: str, entry: dict, errors: list[str], version: list[str], keep: list[str]) -> None:
-        """backup → verify → prune of one profile (the stack's lock held by the caller)."""
+        """[maintain →] backup → verify → prune of one profile (the stack's lock held by the caller)."""
+        if self.settings.maintenance:
+            self.maintain_first(name, entry, errors)
+            if self.stopping:
+                return
         # backup (waits for a running backup or prune)
         code, out, _ = self.engine("backup", "--profile", name, "--wait", str(LOCK_WAIT), *version)
         if self.stopping:
@@ -280,6 +308,32 @@ class Server:
             self.read_share(name, entry, errors)
         entry["ok"] = entry["verified"] and "error" not in entry
 
+    def push_offsite(self, names: list[str], keep: list[str], errors: list[str]) -> None:
+        """Push each freshly backed-up profile's latest backup offsite, when the interval has passed since
+        the last complete push (outside the stack's lock: a slow link must not hold up restores)."""
+        record = self.state.get("offsite") or {}
+        last = parse_time(record.get("last_ok_started"))
+        if last and (now() - last).total_seconds() < 0.95 * self.settings.offsite_interval:
+            return
+        started, pushed, failed = now(), {}, []
+        for name in names:
+            code, out, _ = self.engine("push", "--profile", name, "--to", self.settings.offsite, *keep)
+            if self.stopping:
+                return
+            if code != 0 or not out.get("ok"):
+                failed.append(f"{name}: {out.get('error')}")
+                log(f"run: offsite push {name}: FAILED: {out.get('error')}")
+                continue
+            pushed[name] = [one["id"] for one in out.get("pushed") or []]
+            log(f"run: offsite push {name}: {', '.join(pushed[name])} to {out.get('where')} "
+                + ", ".join(f"{one.get('bytes_sent')} bytes sent ({one['state']})" for one in out["pushed"]))
+        record.update(target=self.settings.offsite, last_started=iso(started), last_finished=iso(now()),
+                      pushed=pushed, error="; ".join(failed) or None)
+        if not failed:
+            record["last_ok_started"] = iso(started)
+        self.state["offsite"] = record
+        errors.extend(f"offsite push of {problem}" for problem in failed)
+
     def read_share(self, name: str, entry: dict, errors: list[str]) -> None:
         """The next 1/N of the older backups, read and checked (the new one was read in full by verify)."""
         code, out, _ = self.engine("read-share", "--profile", name, "--of", str(self.settings.read_share),
@@ -308,7 +362,9 @@ class Server:
         if self.schedule.on:
             log(f"serving: schedule {self.schedule.text!r} ({self.schedule.kind}, UTC), keep last {s.keep_last}, "
                 f"daily {s.keep_daily}, weekly {s.keep_weekly}, monthly {s.keep_monthly}; read share "
-                f"{f'1/{s.read_share}' if s.read_share else 'off'}; next due {iso(due)}")
+                f"{f'1/{s.read_share}' if s.read_share else 'off'}; basic maintenance first: "
+                f"{'on' if s.maintenance else 'off'}; offsite "
+                f"{f'{s.offsite} every {s.offsite_interval} s' if s.offsite else 'off'}; next due {iso(due)}")
         else:
             log("serving: schedule off (backups only on demand)")
         last_refresh = time.monotonic()

@@ -113,3 +113,77 @@ def restore_names(database: str, repository_folder: str, restore_id: str) -> dic
             "old_database": f"{database[:40]}_old_{restore_id}",
             "staged_folder": f".{repository_folder}.staged-{restore_id}",
             "old_folder": f".{repository_folder}.old-{restore_id}"}
+
+
+# Scheduled basic maintenance (setting backup_maintenance, the sidecar's BACKUP_MAINTENANCE "on"/"off"):
+# before a scheduled backup of a profile, the sidecar (which holds the stack's lock, and reads the AiiDA
+# home read-only) asks the aiida service to run it. The two meet in the handoff volume: the sidecar
+# writes requests/<profile>.json {"token"}, the aiida service answers in results/<profile>.json
+# {"token", "state": "running" | "done" | "failed", ...}; each writes only its own folder.
+HANDOFF_DIR = "/run/aiida-stack-handoff"
+HANDOFF_REQUESTS = f"{HANDOFF_DIR}/requests"
+HANDOFF_RESULTS = f"{HANDOFF_DIR}/results"
+MAINTENANCE_SWITCH = ("on", "off")
+
+
+# Offsite copies (./stack backup.push / backup.list --from / restore --from): a target is scp-like
+# [user@]host:path (port 22) or ssh://[user@]host[:port]/path. The path is absolute, or relative to
+# the remote user's home; it holds one folder per profile, laid out as /backups: <profile>/<id>/
+# (complete and checked), <profile>/latest, and <profile>/.incoming-<id>/ (being sent, never listed).
+# The offsite key and known_hosts are the sidecar's alone: the state folder's offsite/ mounted at
+# OFFSITE_MOUNT (root-only), copied for the backup user into OFFSITE_HOME by its entrypoint.
+OFFSITE_MOUNT = "/run/aiida-stack-offsite"
+OFFSITE_HOME = "/home/stack-backup/.offsite"
+OFFSITE_INCOMING = ".incoming-"
+OFFSITE_HELP = "[user@]host:path or ssh://[user@]host[:port]/path, e.g. backup@nas.example.org:/srv/aiida"
+_OFFSITE_USER = r"(?:(?P<user>[A-Za-z_][A-Za-z0-9_.-]{0,31})@)?"
+_OFFSITE_HOST = r"(?P<host>[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])"
+_OFFSITE_PATH = r"(?P<path>[A-Za-z0-9_./+-][A-Za-z0-9_./+@-]{0,1023})"
+OFFSITE_SCP_RE = re.compile(rf"^{_OFFSITE_USER}{_OFFSITE_HOST}:{_OFFSITE_PATH}$")
+OFFSITE_URL_RE = re.compile(rf"^ssh://{_OFFSITE_USER}{_OFFSITE_HOST}(?::(?P<port>[0-9]{{1,5}}))?/{_OFFSITE_PATH}$")
+
+
+def parse_offsite(text: str) -> tuple[str | None, str, int, str]:
+    """(user or None, host, port, path) of an offsite target; ValueError saying what is wrong.
+    The path keeps to characters that are safe in a shell word and never climbs out with '..'."""
+    raw = text.strip()
+    url = OFFSITE_URL_RE.fullmatch(raw)
+    match = url or (None if raw.startswith("ssh://") else OFFSITE_SCP_RE.fullmatch(raw))
+    if not match:
+        raise ValueError(f"must be {OFFSITE_HELP} (got {text!r})")
+    port = int(url["port"]) if url and url["port"] else 22
+    if not 1 <= port <= 65535:
+        raise ValueError(f"port {port} is not 1-65535 (got {text!r})")
+    path = ("/" if url else "") + match["path"]
+    parts = [p for p in path.split("/") if p]
+    if ".." in parts or not parts or path.startswith("-"):
+        raise ValueError(f"the path must name a folder, without '..' or a leading '-' (got {text!r})")
+    return match["user"], match["host"].strip("[]"), port, "/".join(["", *parts] if path.startswith("/") else parts)
+
+
+OFFSITE_INTERVAL_HELP = "an interval like '24h', '7d' or '1w' (at least the schedule's)"
+
+
+def parse_offsite_interval(text: str) -> int:
+    """Seconds between scheduled offsite pushes (setting backup_offsite_interval); ValueError otherwise."""
+    try:
+        _, kind, seconds = parse_schedule(text)
+    except ValueError as exc:
+        raise ValueError(f"expected {OFFSITE_INTERVAL_HELP} ({exc})") from None
+    if kind != "interval":
+        raise ValueError(f"expected {OFFSITE_INTERVAL_HELP} (got {text!r})")
+    return seconds
+
+
+# Encrypted offsite copies (setting backup_offsite_recipients): age X25519 recipients, bech32.
+AGE_RECIPIENT_RE = re.compile(r"^age1[02-9ac-hj-np-z]{58}$")
+
+
+def parse_recipients(text: str) -> list[str]:
+    """age recipients separated by spaces or commas ("" = none: plain copies); ValueError naming a bad one."""
+    found = [part for part in re.split(r"[\s,]+", text.strip()) if part]
+    for part in found:
+        if not AGE_RECIPIENT_RE.fullmatch(part):
+            raise ValueError(f"{part[:80]!r} is not an age recipient (age1 and 58 more letters and digits, as "
+                             "age-keygen prints it)")
+    return found

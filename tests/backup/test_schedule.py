@@ -169,6 +169,26 @@ def test_host_and_sidecar_read_the_read_share_alike(text, n):
     assert sidecar == n and host_accepts == (n is not None)
 
 
+@pytest.mark.parametrize("target,interval,ok", [
+    ("", "24h", True), ("backup@nas:/srv/aiida", "7d", True), ("ssh://nas:2222/srv", "1w", True),
+    ("nas", "24h", False), ("nas:/srv;ls", "24h", False), ("nas:/srv", "@daily", False), ("nas:/srv", "off", False),
+    ("nas:/srv", "5s", False)])
+def test_host_and_sidecar_read_the_offsite_settings_alike(target, interval, ok):
+    from ops.settings import Settings
+
+    try:
+        sidecar = schedule.Settings.from_env({"BACKUP_OFFSITE": target, "BACKUP_OFFSITE_INTERVAL": interval})
+        sidecar_accepts = sidecar.offsite == target
+    except schedule.ConfigError:
+        sidecar_accepts = False
+    try:
+        Settings(name="x", backup_offsite=target, backup_offsite_interval=interval)
+        host_accepts = True
+    except ValueError:
+        host_accepts = False
+    assert host_accepts == sidecar_accepts == ok
+
+
 @pytest.mark.parametrize("text", ["1h30m", "30s", "0 3 * * *", "@daily", "off", "5s", "99 99 * * *", "daily", "1x"])
 def test_host_and_sidecar_read_the_schedule_alike(text):
     """The host's setting check and the sidecar's parser agree on every schedule, the README's own
@@ -195,6 +215,10 @@ def test_host_and_sidecar_read_the_schedule_alike(text):
     ({"BACKUP_KEEP_MONTHLY": "1.5"}, "BACKUP_KEEP_MONTHLY"), ({"AIIDA_CORE_VERSION": "2.7; rm"}, "AIIDA_CORE_VERSION"),
     ({"BACKUP_VERIFY_READ_SHARE": "2/7"}, "BACKUP_VERIFY_READ_SHARE"),
     ({"BACKUP_VERIFY_READ_SHARE": "1/1001"}, "BACKUP_VERIFY_READ_SHARE"),
+    ({"BACKUP_MAINTENANCE": "yes"}, "BACKUP_MAINTENANCE"),
+    ({"BACKUP_OFFSITE": "nas"}, "BACKUP_OFFSITE"), ({"BACKUP_OFFSITE": "nas:../up"}, "BACKUP_OFFSITE"),
+    ({"BACKUP_OFFSITE_INTERVAL": "0 3 * * *"}, "BACKUP_OFFSITE_INTERVAL"),
+    ({"BACKUP_OFFSITE_INTERVAL": "off"}, "BACKUP_OFFSITE_INTERVAL"),
 ])
 def test_bad_settings_name_the_variable(env, variable):
     with pytest.raises(schedule.ConfigError, match=variable):
@@ -205,6 +229,7 @@ def test_defaults_and_off():
     settings = schedule.Settings.from_env({"BACKUP_SCHEDULE": ""})
     assert settings.schedule.seconds == 86400 and settings.read_share == 7 and settings.retention() == {
         "keep_last": 7, "keep_daily": 7, "keep_weekly": 4, "keep_monthly": 6}
+    assert settings.maintenance is False and schedule.Settings.from_env({"BACKUP_MAINTENANCE": "ON"}).maintenance
     off = schedule.parse_schedule("off")
     assert not off.on and schedule.next_due(off, at("2025-01-01T00:00"), at("2025-01-01T00:00"), {}) is None
 

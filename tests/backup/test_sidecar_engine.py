@@ -276,6 +276,46 @@ def test_killed_backup_leaves_latest_and_backups_intact(stack, profile):
     assert engine(stack, "verify", "--profile", profile, "latest")[0] == 0
 
 
+def test_backup_leaves_out_objects_still_being_written_in_the_sandbox(stack, profile):
+    # an AiiDA process writes a new object into sandbox/ and renames it into loose/ when complete;
+    # a sandbox file may vanish under rsync (exit 24, a failed backup in CI) and is not an object yet
+    sandbox = f"/home/aiida/.aiida/repository/{profile}/container/sandbox"
+    stack.compose.run("exec", "-T", "-u", "aiida", "aiida", "sh", "-c", f"echo half-written > {sandbox}/in-flight",
+                      capture=True)
+    try:
+        result = backup(stack, profile)
+    finally:
+        stack.compose.run("exec", "-T", "-u", "aiida", "aiida", "rm", "-f", f"{sandbox}/in-flight", capture=True)
+    copied = in_backup(stack, f"ls -A {result['path']}/repository/container/sandbox").stdout
+    assert copied == "", copied  # the folder is there (a restored container needs it), empty
+
+
+def test_a_loose_object_vanishing_during_the_copy_is_not_an_error(stack):
+    # packing deletes a loose object after writing it into a pack; the pack index is copied after the
+    # loose folder, so the object is still backed up. rsync (slowed to 1 MB/s here) sees the file
+    # in its list, and it is gone when its turn comes.
+    script = (
+        "import os, threading, time\n"
+        "from pathlib import Path\n"
+        "from stackbackup.repository import RsyncManager\n"
+        "root = Path('/tmp/vanish'); src = root / 'loose'; dest = root / 'copy'\n"
+        "src.mkdir(parents=True); dest.mkdir()\n"
+        "for i in range(12): (src / f'{i:02d}').write_bytes(os.urandom(200_000))\n"
+        "threading.Timer(0.5, lambda: (src / '11').unlink()).start()\n"
+        "RsyncManager(str(root)).call_rsync(src, dest, extra_args=['--bwlimit=1000'], vanished_ok=VANISHED_OK)\n"
+        "print(sorted(p.name for p in (dest / 'loose').iterdir()))\n"
+    )
+    for vanished_ok, expected in ((True, 0), (False, 1)):
+        code = script.replace("VANISHED_OK", str(vanished_ok))
+        done = in_backup(stack, f"rm -rf /tmp/vanish; PYTHONPATH=/opt/backup python3 -c \"{code}\"", check=False)
+        assert done.returncode == expected, (vanished_ok, done.stdout, done.stderr[-1500:])
+        if vanished_ok:
+            assert done.stdout.strip() == str([f"{i:02d}" for i in range(11)])
+        else:
+            assert "exit 24" in done.stderr and "vanished" in done.stderr
+    in_backup(stack, "rm -rf /tmp/vanish")
+
+
 # ------------------------------------------------------------------------------------------------
 # restore primitives
 

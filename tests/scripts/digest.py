@@ -1,8 +1,10 @@
 """One JSON line: a digest of everything a profile holds (nodes with attributes and extras but the
-caching hash, links, groups, comments, logs, computers, and the sha256 of every repository object)."""
+caching hash, links, groups, comments, logs, computers, and the sha256 of every repository object).
+Arguments: group labels, to digest only those groups (the others are left out)."""
 
 import hashlib
 import json
+import sys
 
 from aiida import orm
 from aiida.orm import QueryBuilder
@@ -32,7 +34,9 @@ for (node,) in QueryBuilder().append(orm.Node).iterall():
                         node.base.repository.get_object_content(path, mode="rb")).hexdigest()])
 links = QueryBuilder().append(orm.Node, project="uuid", tag="in").append(
     orm.Node, with_incoming="in", project="uuid", edge_project=["type", "label"]).all()
-groups = [[g.label, sorted(n.uuid for n in g.nodes)] for (g,) in QueryBuilder().append(orm.Group).iterall()]
+only = set(sys.argv[1:])  # group labels to digest (default: every group)
+groups = [[g.label, sorted(n.uuid for n in g.nodes)] for (g,) in QueryBuilder().append(orm.Group).iterall()
+          if not only or g.label in only]
 comments = [[c.uuid, c.node.uuid, c.content] for (c,) in QueryBuilder().append(orm.Comment).iterall()]
 logs = [[lg.uuid, lg.dbnode_id and orm.load_node(lg.dbnode_id).uuid, lg.message]
         for (lg,) in QueryBuilder().append(orm.Log).iterall()]

@@ -1,7 +1,7 @@
-"""Submit core.arithmetic.add X Y on a computer whose scheduler is polled every 60 s; print its pk
-once the job is submitted. The job itself ends within seconds, its files in the stack's volume, but
-the process keeps waiting (running, pausable) until the next poll: a long calculation whose job
-survives the aiida container being re-created, as a job on a cluster would.
+"""Submit core.arithmetic.add X Y [POLL] on a computer whose scheduler is polled every POLL s (60 by
+default); print its pk once the job is submitted. The job itself ends within seconds, its files in the
+stack's volume, but the process keeps waiting (running, pausable) until the next poll: a long
+calculation whose job survives the aiida container being re-created, as a job on a cluster would.
 
 With `wait PK` instead: wait until process PK terminates, print 'state exit_status sum'."""
 
@@ -11,7 +11,7 @@ import time
 from aiida import orm
 from aiida.engine import submit
 
-POLL = 60
+POLL = int(sys.argv[3]) if len(sys.argv) > 3 and sys.argv[1] != "wait" else 60
 
 
 def until(condition, timeout: float) -> None:
@@ -22,14 +22,14 @@ def until(condition, timeout: float) -> None:
 
 if sys.argv[1] == "wait":
     node = orm.load_node(int(sys.argv[2]))
-    until(lambda: node.is_terminated, 2 * POLL + 60)
+    until(lambda: node.is_terminated, 2 * POLL + 60)  # (the longest poll)
     print(node.process_state.value, node.exit_status, node.outputs.sum.value if "sum" in node.outputs else None)
     sys.exit(0)
 localhost = orm.load_computer("localhost")
 try:
-    computer = orm.load_computer("slow-poll")
+    computer = orm.load_computer(f"slow-poll-{POLL}")
 except Exception:
-    computer = orm.Computer(label="slow-poll", hostname="localhost", transport_type="core.local",
+    computer = orm.Computer(label=f"slow-poll-{POLL}", hostname="localhost", transport_type="core.local",
                             scheduler_type="core.direct", workdir=localhost.get_workdir())
     computer.set_minimum_job_poll_interval(POLL)
     computer.store()

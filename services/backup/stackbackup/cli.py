@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import os
@@ -12,17 +13,26 @@ import sys
 from typing import Any
 
 import stackbackup
-from stackbackup.backup import cmd_backup
 from stackbackup.common import EXIT_FAIL, EXIT_INPUT, EXIT_OK, Fail, say
-from stackbackup.database import cmd_restore_database
-from stackbackup.layout import AIIDA_HOME_RW, cmd_list
-from stackbackup.locking import cmd_hold_lock
-from stackbackup.prune import cmd_prune
-from stackbackup.readshare import cmd_read_share
-from stackbackup.repository import cmd_restore_repository
-from stackbackup.schedule import DEFAULTS, cmd_schedule_status
-from stackbackup.swap import cmd_swap
-from stackbackup.verify import cmd_verify
+from stackbackup.layout import AIIDA_HOME_RW
+from stackbackup.schedule import DEFAULTS
+
+# command → (module, function, returns an exit code too). Imported when run: disk_objectstore and its
+# SQLAlchemy cost 0.3 s that `swap` (inside a restore's daemon downtime) and `list` do not need.
+COMMANDS = {
+    "backup": ("backup", "cmd_backup", False),
+    "list": ("layout", "cmd_list", False),
+    "verify": ("verify", "cmd_verify", True),
+    "prune": ("prune", "cmd_prune", False),
+    "read-share": ("readshare", "cmd_read_share", True),
+    "schedule-status": ("schedule", "cmd_schedule_status", False),
+    "restore-database": ("database", "cmd_restore_database", False),
+    "restore-repository": ("repository", "cmd_restore_repository", False),
+    "swap": ("swap", "cmd_swap", False),
+    "push": ("offsite", "cmd_push", False),
+    "remote-list": ("offsite_fetch", "cmd_remote_list", False),
+    "pull": ("offsite_fetch", "cmd_pull", False),
+}
 
 log = logging.getLogger("stack-backup")
 
@@ -100,6 +110,31 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="only report what would be removed")
 
     sub.add_parser("schedule-status", help="the sidecar's schedule state (/backups/.schedule.json) and health")
+
+    p = sub.add_parser("push", help="send published backups to an offsite target over SSH, checked there")
+    p.add_argument("--profile", required=True)
+    p.add_argument("--to", required=True, help="[user@]host:path or ssh://[user@]host[:port]/path")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--id", default="latest", help="backup id or 'latest' (default)")
+    which.add_argument("--all", action="store_true", help="every published backup, oldest first")
+    p.add_argument("--bwlimit", type=int, help="limit the upload to N KiB/s (rsync --bwlimit)")
+    p.add_argument("--recipients", help="age recipients (age1..., separated by spaces) to encrypt to; '' for a "
+                                        "plain copy (default: $BACKUP_OFFSITE_RECIPIENTS)")
+    for tier, env in (("last", "BACKUP_KEEP_LAST"), ("daily", "BACKUP_KEEP_DAILY"),
+                      ("weekly", "BACKUP_KEEP_WEEKLY"), ("monthly", "BACKUP_KEEP_MONTHLY")):
+        p.add_argument(f"--keep-{tier}", type=int, help=f"remote retention (default: ${env}, else {DEFAULTS[env]})")
+
+    p = sub.add_parser("remote-list", help="the backups of a profile on an offsite target, newest first")
+    p.add_argument("--profile", required=True)
+    p.add_argument("--from", dest="source", required=True, help="[user@]host:path or ssh://[user@]host[:port]/path")
+
+    p = sub.add_parser("pull", help="fetch a backup from an offsite target, check it, publish it here")
+    p.add_argument("--profile", required=True)
+    p.add_argument("--from", dest="source", required=True, help="[user@]host:path or ssh://[user@]host[:port]/path")
+    p.add_argument("--id", default="latest", help="backup id or 'latest' (default)")
+    p.add_argument("--wait", type=float, default=0, help="seconds to wait for the stack's lock (default: refuse)")
+    p.add_argument("--identity-stdin", action="store_true", help="the age identity that decrypts an encrypted "
+                                                                 "copy comes on stdin (default: the state folder's)")
     return top
 
 
@@ -122,25 +157,13 @@ def main(argv: list[str] | None = None) -> int:
         args = parser().parse_args(argv)
         command = args.command
         code = EXIT_OK
-        if command == "backup":
-            result = cmd_backup(args)
-        elif command == "list":
-            result = cmd_list(args)
-        elif command == "verify":
-            result, code = cmd_verify(args)
-        elif command == "prune":
-            result = cmd_prune(args)
-        elif command == "read-share":
-            result, code = cmd_read_share(args)
-        elif command == "schedule-status":
-            result = cmd_schedule_status(args)
-        elif command == "restore-database":
-            result = cmd_restore_database(args)
-        elif command == "restore-repository":
-            result = cmd_restore_repository(args)
-        elif command == "swap":
-            result = cmd_swap(args)
+        if command in COMMANDS:
+            module, function, coded = COMMANDS[command]
+            run = getattr(importlib.import_module(f"stackbackup.{module}"), function)
+            result, code = run(args) if coded else (run(args), EXIT_OK)
         else:
+            from stackbackup.locking import cmd_hold_lock
+
             result = cmd_hold_lock(args, announce=lambda line: print(json.dumps(line), file=result_out, flush=True))
         if isinstance(result, dict) and "ok" not in result:
             result = {"ok": True, **result}

@@ -61,12 +61,14 @@ def step(name: str) -> Iterator[None]:
     say(f"{name}: done in {STEP_SECONDS[name]:.1f} s")
 
 
-def run(argv: list[str], *, env: dict[str, str] | None = None, what: str | None = None) -> str:
-    """Run a tool; its stdout is returned, its stderr goes to ours; failure → Fail with the tail."""
+def run(argv: list[str], *, env: dict[str, str] | None = None, what: str | None = None,
+        accept: tuple[int, ...] = ()) -> str:
+    """Run a tool; its stdout is returned, its stderr goes to ours; failure → Fail with the tail.
+    Exit codes in `accept` count as success (the caller knows why they are harmless)."""
     done = subprocess.run(argv, capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL)
     if done.stderr.strip():
         sys.stderr.write(done.stderr)
-    if done.returncode != 0:
+    if done.returncode != 0 and done.returncode not in accept:
         tail = " | ".join(line for line in done.stderr.strip().splitlines()[-3:])
         raise Fail(f"{what or argv[0]} failed (exit {done.returncode}): {tail or 'no message'}")
     return done.stdout

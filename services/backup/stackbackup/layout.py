@@ -193,3 +193,15 @@ def in_use(folder: Path) -> tuple[bool, int | None]:
         os.close(fd)
         return True, None
     return False, fd
+
+
+def repository_path(path: str) -> Path:
+    """A repository folder the restore may write: inside the writable AiiDA home's repository/."""
+    root = AIIDA_HOME_RW / "repository"
+    target = Path(os.path.normpath(path))
+    if not os.path.isabs(path) or ".." in Path(path).parts or root not in target.parents:
+        raise Fail(f"repository paths must be folders inside {root}/ (got {path!r})", EXIT_INPUT)
+    if not AIIDA_HOME_RW.is_dir() or not os.access(AIIDA_HOME_RW, os.W_OK):
+        raise Fail(f"{AIIDA_HOME_RW} is not writable here: run this in a one-off container with the "
+                   f"aiida-home volume mounted read-write at {AIIDA_HOME_RW}")
+    return target

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from stackbackup.common import EXIT_INPUT, Fail, run, say, sha256_file, sha256_text, step
-from stackbackup.layout import AIIDA_HOME_RW, fsync_dir, reading, remove_tree, resolve
+from stackbackup.layout import fsync_dir, reading, remove_tree, repository_path, resolve
 from stackbackup.manifest import read_manifest
 
 try:  # the image has it; `list` and argument errors work without
@@ -25,6 +25,8 @@ except ImportError:  # pragma: no cover
     Container = BackupManager = None  # type: ignore[assignment,misc]
     BackupError = Exception  # type: ignore[assignment,misc]
 
+
+RSYNC_VANISHED = 24  # rsync: "some files vanished before they could be transferred"
 
 if BackupManager is not None:
 
@@ -43,16 +45,22 @@ if BackupManager is not None:
 
         def call_rsync(self, src: Path, dest: Path, link_dest: Path | None = None,  # type: ignore[override]
                        src_trailing_slash: bool = False, dest_trailing_slash: bool = False,
-                       extra_args: list | None = None) -> None:
+                       extra_args: list | None = None, vanished_ok: bool = False) -> None:
             if (link_dest is None or not Path(link_dest).is_dir()) and not extra_args and not src_trailing_slash:
-                copy_private(Path(src), Path(dest) / Path(src).name)
-                return
+                try:
+                    copy_private(Path(src), Path(dest) / Path(src).name)
+                    return
+                except BackupError:
+                    if not vanished_ok:
+                        raise
+                    say(f"cp {src}: a file vanished while copying; copying again with rsync")
+                    shutil.rmtree(Path(dest) / Path(src).name, ignore_errors=True)
             argv = [self.rsync_exe, "-a", "--chmod=D0700,F0600", *(extra_args or [])]
             if link_dest is not None and Path(link_dest).is_dir():
                 argv.append(f"--link-dest={Path(link_dest).resolve()}")
             argv += [str(src) + ("/" if src_trailing_slash else ""), str(dest) + ("/" if dest_trailing_slash else "")]
             try:
-                run(argv, what=f"rsync {src}")
+                run(argv, what=f"rsync {src}", accept=(RSYNC_VANISHED,) if vanished_ok else ())
             except Fail as exc:
                 raise BackupError(str(exc)) from None
 
@@ -157,8 +165,10 @@ def copy_container(source: Path, dest: Path, prev: Path | None) -> None:
     manager = RsyncManager(str(dest.parent))
     dest.mkdir(mode=0o700)
 
-    # 1) loose objects: written once, atomically (sandbox → rename); hard-linked to prev when unchanged
-    manager.call_rsync(loose, dest, link_dest=prev)
+    # 1) loose objects: written once, atomically (sandbox → rename); hard-linked to prev when unchanged.
+    #    A loose object vanishes only when packing has moved it into a pack, and the pack index is
+    #    copied after this step, so a vanished file is harmless (the verify checks every key).
+    manager.call_rsync(loose, dest, link_dest=prev, vanished_ok=True)
     # 2) the pack index, consistently, after the loose objects (packing moves loose → packs:
     #    an object missing from the loose copy is then in this index and in the packs copied next)
     with tempfile.TemporaryDirectory(prefix="stack-backup-") as tmp:
@@ -168,10 +178,13 @@ def copy_container(source: Path, dest: Path, prev: Path | None) -> None:
         manager.call_rsync(snapshot, dest, link_dest=prev)
     # 3) packs: append-only; the index copied before references only bytes already written
     manager.call_rsync(packs, dest, link_dest=prev)
-    # 4) the rest (config.json, duplicates, sandbox)
+    # 4) the rest (config.json, duplicates, an empty sandbox): the sandbox holds only objects being
+    #    written, which vanish under rsync (exit 24) and are not objects yet
+    sandbox = container._get_sandbox_folder()
     manager.call_rsync(root, dest, link_dest=prev, src_trailing_slash=True,
                        extra_args=["--exclude", f"/{loose.name}", "--exclude", f"/{index.name}",
-                                   "--exclude", f"/{index.name}-*", "--exclude", f"/{packs.name}"])
+                                   "--exclude", f"/{index.name}-*", "--exclude", f"/{packs.name}",
+                                   "--exclude", f"/{sandbox.name}/*"])
 
 
 @contextlib.contextmanager
@@ -242,15 +255,3 @@ def cmd_restore_repository(args: argparse.Namespace) -> dict:
             raise
     return {"id": ident, "profile": args.profile, "target_path": str(target),
             "objects_restored": len(hashes), "seconds": round(time.monotonic() - started, 3)}
-
-
-def repository_path(path: str) -> Path:
-    """A repository folder the restore may write: inside the writable AiiDA home's repository/."""
-    root = AIIDA_HOME_RW / "repository"
-    target = Path(os.path.normpath(path))
-    if not os.path.isabs(path) or ".." in Path(path).parts or root not in target.parents:
-        raise Fail(f"repository paths must be folders inside {root}/ (got {path!r})", EXIT_INPUT)
-    if not AIIDA_HOME_RW.is_dir() or not os.access(AIIDA_HOME_RW, os.W_OK):
-        raise Fail(f"{AIIDA_HOME_RW} is not writable here: run this in a one-off container with the "
-                   f"aiida-home volume mounted read-write at {AIIDA_HOME_RW}")
-    return target

@@ -10,6 +10,8 @@ Environment (validated by `Settings.from_env`; empty or absent → default):
     BACKUP_KEEP_MONTHLY   int ≥ 0 (default 6)
     BACKUP_VERIFY_READ_SHARE  "off" | "1/N": each run also reads one N-th of the older backups (default
                           "1/7"; the grammar is stack_rules.parse_read_share)
+    BACKUP_MAINTENANCE    "on" | "off": the aiida service runs basic maintenance of each profile before
+                          its scheduled backup (default "off"; stack_rules.MAINTENANCE_SWITCH)
     AIIDA_CORE_VERSION    recorded in each manifest (like `backup --aiida-version`)
 
 Due times: an interval is due one interval after the newest published backup of each profile
@@ -44,7 +46,8 @@ DEADLINE_FILE = RUN_DIR / "schedule-deadline"  # "<epoch> <since ISO> <period s>
 FAILED_FILE = RUN_DIR / "schedule-failed"  # present (with the error) when the last run failed
 RETRY_AFTER_FAILURE = 15 * 60
 DEFAULTS = {"BACKUP_SCHEDULE": "24h", "BACKUP_KEEP_LAST": "7", "BACKUP_KEEP_DAILY": "7",
-            "BACKUP_KEEP_WEEKLY": "4", "BACKUP_KEEP_MONTHLY": "6", "BACKUP_VERIFY_READ_SHARE": "1/7"}
+            "BACKUP_KEEP_WEEKLY": "4", "BACKUP_KEEP_MONTHLY": "6", "BACKUP_VERIFY_READ_SHARE": "1/7",
+            "BACKUP_MAINTENANCE": "off", "BACKUP_OFFSITE": "", "BACKUP_OFFSITE_INTERVAL": "24h"}
 
 
 class ConfigError(ValueError):
@@ -98,6 +101,9 @@ class Settings:
     keep_monthly: int
     aiida_version: str | None
     read_share: int = 0  # N of "1/N"; 0: off
+    maintenance: bool = False
+    offsite: str = ""  # a push target after each scheduled run, when due ("": none)
+    offsite_interval: int = 86400
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -124,9 +130,29 @@ class Settings:
             share = stack_rules.parse_read_share(get("BACKUP_VERIFY_READ_SHARE"))
         except ValueError as exc:
             raise ConfigError(f"BACKUP_VERIFY_READ_SHARE={get('BACKUP_VERIFY_READ_SHARE')!r}: {exc}") from None
+        switch = get("BACKUP_MAINTENANCE").lower()
+        if switch not in stack_rules.MAINTENANCE_SWITCH:
+            raise ConfigError(f"BACKUP_MAINTENANCE={get('BACKUP_MAINTENANCE')!r}: expected "
+                              f"{' or '.join(stack_rules.MAINTENANCE_SWITCH)}")
+        offsite = (env.get("BACKUP_OFFSITE") or "").strip()
+        try:
+            if offsite:
+                stack_rules.parse_offsite(offsite)
+        except ValueError as exc:
+            raise ConfigError(f"BACKUP_OFFSITE={offsite!r}: {exc}") from None
+        try:
+            stack_rules.parse_recipients(env.get("BACKUP_OFFSITE_RECIPIENTS") or "")
+        except ValueError as exc:
+            raise ConfigError(f"BACKUP_OFFSITE_RECIPIENTS: {exc}") from None
+        try:
+            offsite_interval = stack_rules.parse_offsite_interval(get("BACKUP_OFFSITE_INTERVAL"))
+        except ValueError as exc:
+            raise ConfigError(f"BACKUP_OFFSITE_INTERVAL={get('BACKUP_OFFSITE_INTERVAL')!r}: {exc}") from None
         return cls(schedule=parse_schedule(get("BACKUP_SCHEDULE")), keep_last=count("BACKUP_KEEP_LAST", 1),
                    keep_daily=count("BACKUP_KEEP_DAILY", 0), keep_weekly=count("BACKUP_KEEP_WEEKLY", 0),
-                   keep_monthly=count("BACKUP_KEEP_MONTHLY", 0), aiida_version=version, read_share=share)
+                   keep_monthly=count("BACKUP_KEEP_MONTHLY", 0), aiida_version=version, read_share=share,
+                   maintenance=switch == stack_rules.MAINTENANCE_SWITCH[0], offsite=offsite,
+                   offsite_interval=offsite_interval)
 
     def retention(self) -> dict[str, int]:
         return {"keep_last": self.keep_last, "keep_daily": self.keep_daily, "keep_weekly": self.keep_weekly,

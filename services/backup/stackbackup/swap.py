@@ -19,8 +19,7 @@ from stack_rules import RESTORE_DATABASE_RE, RESTORE_FOLDER_RE
 
 from stackbackup.common import EXIT_INPUT, Fail, say
 from stackbackup.database import ADMIN, pg_connect
-from stackbackup.layout import fsync_dir, remove_tree
-from stackbackup.repository import repository_path
+from stackbackup.layout import fsync_dir, remove_tree, repository_path
 
 RENAME_TRIES = 20  # a connection can slip in between terminating the sessions and renaming
 
