@@ -35,6 +35,7 @@ from ops.inputs import (  # noqa: E402
     OptionName,
     PrivateKeyFile,
     Profile,
+    RemoteHost,
     SshTarget,
     Text,
 )
@@ -608,6 +609,57 @@ def backup_push(c, to, id="latest", all_=False, profile=None, accept_host_key=Fa
         console.json(done)
 
 
+_REMOTE = RemoteHost("the machine: [user@]host[:path] or ssh://[user@]host[:port]/path (path: aiida-stack in the "
+                     "user's home; the remote stack is named after its folder)")
+_REMOTE_ACCEPT = Flag("first contact with the machine: trust the host key fingerprint it shows")
+
+
+@stack_task(name="up", options={
+    "host": _REMOTE, "accept_host_key": _REMOTE_ACCEPT,
+    "identity": PrivateKeyFile("an SSH private key to log in with (default: the stack's remote key, made on "
+                               "first use)"),
+    "images": Choice("send the images the remote lacks (auto) or every one (always)", choices=("auto", "always")),
+    "json": _json})
+def remote_up(c, host, accept_host_key=False, identity=None, images="auto", json=False):
+    """Bring the stack up on another machine over SSH: ship this project at its commit (git archive) and the images
+    (docker save | docker load: no registry needed), run ./stack up there, and show its status.
+
+    The remote needs Python 3 and a Docker engine its user may use. The first run makes the stack's remote key and
+    prints it: add it to the remote user's authorized_keys."""
+    from ops import engine, remote
+
+    engine.ensure_engine()
+    engine.ensure_compose()
+    found = remote.up(compose.Stack(settings.load()), host, accept_host_key, identity, images)
+    _show_status(found, json, f"stack {host.name} on {host.where}")
+
+
+@stack_task(name="status", options={"host": _REMOTE, "json": _json})
+def remote_status(c, host, json=False):
+    """Show the status of the stack that remote.up brought up on HOST, as ./stack status shows it."""
+    from ops import remote
+
+    _show_status(remote.remote_status(settings.load(), host), json, f"stack {host.name} on {host.where}")
+
+
+@stack_task(name="down", options={
+    "host": _REMOTE, "volumes": Flag("also delete its data volumes (databases, broker, repositories)"),
+    "yes": Flag("confirm --volumes")})
+def remote_down(c, host, volumes=False, yes=False):
+    """Stop the stack that remote.up brought up on HOST (its data stays unless --volumes --yes)."""
+    from ops import remote
+
+    remote.down(settings.load(), host, volumes, yes)
+
+
+def _show_status(found: dict, json: bool, title: str) -> None:
+    if json:
+        console.json(found)
+    else:
+        console.out.rule(title)
+        console.out.print(stack_status.view(found))
+
+
 @stack_task(name="verify", options={"id": BackupId("backup id or latest"),
                                     "profile": Profile(_owner, must="exist-or-have-backups"), "no_wait": _NO_WAIT})
 def backup_verify(c, id="latest", profile=None, no_wait=False):
@@ -657,6 +709,7 @@ ns.add_collection(Collection("bench", bench_engine, bench_backup, bench_upgrade,
 ns.add_collection(Collection("backup", backup_run, backup_list, backup_verify, backup_push))
 ns.add_collection(Collection("offsite", offsite_keygen, offsite_import_key, offsite_age_keygen, offsite_show))
 ns.add_collection(Collection("archive", archive_export, archive_import, archive_inspect))
+ns.add_collection(Collection("remote", remote_up, remote_status, remote_down))
 ns.add_collection(Collection("profile", profile_list, profile_show, profile_create, profile_delete,
                              profile_set_default))
 ns.add_collection(Collection("ssh", ssh_keygen, ssh_import_key, ssh_trust, ssh_show))

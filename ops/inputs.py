@@ -235,6 +235,15 @@ class OffsiteTarget(Input):
         return text
 
 
+class RemoteHost(Input):
+    """[user@]host[:path] or ssh://[user@]host[:port]/path: where remote.* runs a stack (ops.remote.Target)."""
+
+    def parse(self, flag: str, raw: Any) -> Any:
+        from ops.remote import parse_target
+
+        return parse_target(Text(max_length=1300).parse(flag, raw), flag)
+
+
 def _by_rule(flag: str, raw: Any, problem_of: Callable[[str], str | None]) -> str:
     """A value checked by one of the shared rules (services/common/stack_rules.py)."""
     problem = problem_of(raw if isinstance(raw, str) else "")

@@ -99,7 +99,19 @@ def oneoff(stack: Stack, plan: Plan, *args: str) -> dict:
     container = worker(stack, plan)
     done = subprocess.run(["docker", "exec", *locking.token_args(stack), container.id, BACKUP_ENGINE, *args],
                           capture_output=True, text=True)
+    if done.returncode == 128 + signal.SIGKILL:  # killed: say what became of the worker (seen once in CI)
+        done.stderr += f"\n(SIGKILLed; the worker container {container.name}: {_worker_state(container)})"
     return backups.result(done, f"{BACKUP_ENGINE} {args[0]}")
+
+
+def _worker_state(container) -> str:
+    try:
+        container.reload()
+    except Exception as exc:
+        return f"gone ({exc})"
+    state = container.attrs["State"]
+    return (f"{state.get('Status')}, exit code {state.get('ExitCode')}, OOM-killed {state.get('OOMKilled')}, "
+            f"finished at {state.get('FinishedAt')}")
 
 
 def stage(stack: Stack, plan: Plan, verify: Callable[[], None]) -> str | None:

@@ -9,19 +9,20 @@ import importlib.util
 import sys
 from pathlib import Path
 
-_SOURCE = Path(__file__).resolve().parent.parent / "services" / "common" / "stack_rules.py"
+_COMMON = Path(__file__).resolve().parent.parent / "services" / "common"
 
 
-def _load():
-    if "stack_rules" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("stack_rules", _SOURCE)
+def load_common(name: str):
+    """services/common/<name>.py, the file the images copy, as the module `name`."""
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, _COMMON / f"{name}.py")
         module = importlib.util.module_from_spec(spec)
-        sys.modules["stack_rules"] = module
+        sys.modules[name] = module
         spec.loader.exec_module(module)
-    return sys.modules["stack_rules"]
+    return sys.modules[name]
 
 
-_rules = _load()
+_rules = load_common("stack_rules")
 PROFILE_PATTERN: str = _rules.PROFILE_PATTERN
 PROFILE_RE = _rules.PROFILE_RE
 BACKUP_ID_RE = _rules.BACKUP_ID_RE

@@ -21,11 +21,11 @@ def start(settings: Settings, alias: str):
     return container
 
 
-def authorize(container, public_key: str) -> None:
-    """Add a public key to alice's authorized_keys, as the server's admin would."""
-    done = container.exec_run(["sh", "-c", 'printf "%s\\n" "$KEY" >> /home/alice/.ssh/authorized_keys && '
-                                           "chown alice: /home/alice/.ssh/authorized_keys && "
-                                           "chmod 600 /home/alice/.ssh/authorized_keys"],
-                              environment={"KEY": public_key})
+def authorize(container, public_key: str, user: str = "alice") -> None:
+    """Add a public key to the user's authorized_keys, as the server's admin would."""
+    done = container.exec_run(["sh", "-c", 'printf "%s\\n" "$KEY" >> "$HOME_SSH/authorized_keys" && '
+                                           'chown "$USER_NAME": "$HOME_SSH/authorized_keys" && '
+                                           'chmod 600 "$HOME_SSH/authorized_keys"'],
+                              environment={"KEY": public_key, "USER_NAME": user, "HOME_SSH": f"/home/{user}/.ssh"})
     if done.exit_code != 0:
         raise StackError(f"could not authorize the key on the stand-in: {done.output.decode()[-300:]}")

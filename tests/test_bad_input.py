@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 import tasks
-from ops import engine, offsite, ssh, wait
+from ops import engine, offsite, remote, ssh, wait
 from ops.cli import StackTask, flag_of
 from ops.services import AIIDA, BACKUP, POSTGRES, SERVICES
 
@@ -45,6 +45,8 @@ TARGET = "alice@nobody.invalid:/srv/aiida"  # well formed: rows of other options
 TARGET_ROWS = [("empty", ""), ("long", "host:/" + LONG), ("type", "no-path-given"), ("type", "host:"),
                ("traversal", "host:/srv/../../etc"), ("shell", "host:/x;ls"), ("shell", "-oProxyCommand=x:/y"),
                ("unicode", "hôst:/srv"), ("range", "ssh://host:0/srv"), ("range", "ssh://host:70000/srv")]
+
+REMOTE_ROWS = [row for row in TARGET_ROWS if row[1] != "no-path-given"]  # remote.up has a default path
 
 KEY_ROWS = [("empty", ""), ("long", LONG), ("unknown", "/no/such/key"), ("type", str(KEYS / "not-a-key")),
             ("type", str(KEYS / "with-passphrase")), ("range", str(KEYS / "rsa-1024")), ("type", str(KEYS / "loose")),
@@ -229,6 +231,18 @@ TABLE: dict[tuple[str, str], list[tuple[str, list[str]]]] = {
                            ("conflict", ["--from", TARGET, "--id", NO_SUCH_ID, "--yes"])],
     ("restore", "accept_host_key"): _switch("--accept-host-key", before=["--from", TARGET]),
     ("restore", "identity"): _values("--identity", FILE_ROWS[:4], before=["--from", TARGET]),
+    ("remote.up", "host"): _values("--host", REMOTE_ROWS),
+    ("remote.up", "accept_host_key"): _switch("--accept-host-key", before=["--host", TARGET]),
+    ("remote.up", "identity"): _values("--identity", KEY_ROWS, before=["--host", TARGET]),
+    ("remote.up", "images"): _values("--images", [("empty", ""), ("unknown", "sometimes"), ("unicode", "alwаys"),
+                                                  ("shell", "auto;ls"), ("long", LONG)], before=["--host", TARGET]),
+    ("remote.up", "json"): _switch("--json", before=["--host", TARGET]),
+    ("remote.status", "host"): _values("--host", REMOTE_ROWS),
+    ("remote.status", "json"): _switch("--json", before=["--host", TARGET]),
+    ("remote.down", "host"): _values("--host", REMOTE_ROWS),
+    ("remote.down", "volumes"): [*_switch("--volumes", before=["--host", TARGET]),
+                                ("conflict", ["--host", TARGET, "--volumes"])],  # deletes data: only with --yes
+    ("remote.down", "yes"): _switch("--yes", before=["--host", TARGET]),
     ("offsite.age-keygen", "replace"): _switch("--replace"),
     ("offsite.keygen", "replace"): _switch("--replace"),
     ("offsite.import-key", "path"): _values("--path", KEY_ROWS),
@@ -277,7 +291,8 @@ def state(stack) -> dict:
         "backups": _sh(stack.compose.container(BACKUP), "find /backups -printf '%p %s %T@\\n' | sort"),
         **{name: sorted((p.name, p.stat().st_size, p.stat().st_mtime) for p in where.glob("*"))
            for name, where in (("ssh", ssh.folder(stack.settings)),
-                               ("offsite", offsite.identity(stack.settings).folder))},
+                               ("offsite", offsite.identity(stack.settings).folder),
+                               ("remote", remote.identity(stack.settings).folder))},
     }
 
 

@@ -20,16 +20,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
-import io
 import json
 import os
 import re
 import shlex
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import stack_ssh
 from stack_rules import BACKUP_ID_RE, OFFSITE_HOME, OFFSITE_INCOMING, parse_offsite, parse_recipients
 
 from stackbackup.common import EXIT_INPUT, Fail, run, say, sha256_file, step
@@ -48,9 +47,7 @@ from stackbackup.schedule import DEFAULTS
 from stackbackup.sealed import SUFFIX, sealed_name
 from stackbackup.sealed import send as send_sealed
 
-CONNECT_TIMEOUT = 10  # seconds to reach the host and finish the SSH handshake
-COMMAND_TIMEOUT = 3600  # seconds for one remote command (the check reads every byte of a backup)
-KEY_NAMES = ("id_ed25519", "id_ecdsa", "id_rsa")
+CONNECT_TIMEOUT = stack_ssh.CONNECT_TIMEOUT
 SUMS_CACHE = ".offsite-sums.json"  # per profile: sha256 by (inode, size, mtime), hard links hashed once
 PUSH_LOCK = BACKUPS / ".offsite.lock"
 
@@ -59,95 +56,30 @@ PUSH_LOCK = BACKUPS / ".offsite.lock"
 # the remote
 
 
-class Remote:
-    """One offsite target: its SSH connection (fabric) and the arguments rsync's ssh needs."""
+class Remote(stack_ssh.Session):
+    """One offsite target: its SSH session (stack_ssh, shared with the host) and what rsync's ssh needs."""
 
     def __init__(self, target: str, home: Path = Path(OFFSITE_HOME)) -> None:
         try:
-            self.user, self.host, self.port, self.path = parse_offsite(target)
+            user, host, port, self.path = parse_offsite(target)
         except ValueError as exc:
             raise Fail(f"offsite target {exc}", EXIT_INPUT) from None
         self.target = target
-        self.key = next((home / name for name in KEY_NAMES if (home / name).is_file()), None)
-        self.known_hosts = home / "known_hosts"
-        if self.key is None:
+        key = stack_ssh.find_key(home)
+        if key is None:
             raise Fail("the stack has no offsite key: ./stack offsite.keygen makes one (or offsite.import-key)",
                        EXIT_INPUT)
-        self.user = self.user or "stack-backup"
-        self._conn = None
+        super().__init__(user or "stack-backup", host, port, key, home / "known_hosts",
+                         key_hint=f"add the line ./stack offsite.show prints to ~{user or 'stack-backup'}/"
+                                  ".ssh/authorized_keys there",
+                         trust_hint="run the command again with --accept-host-key (it shows the host key's "
+                                    "fingerprint first)")
 
-    @property
-    def where(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.user}@{host}" + (f":{self.port}" if self.port != 22 else "")
+    def error(self, message: str, bad_input: bool = False) -> Exception:
+        return Fail(message, EXIT_INPUT if bad_input else 1)
 
     def base(self, profile: str) -> str:
         return f"{self.path}/{profile}"
-
-    def connection(self):  # -> fabric.Connection
-        if self._conn is None:
-            self._conn = self._connect()
-        return self._conn
-
-    def _connect(self):
-        import paramiko
-        from fabric import Config, Connection
-        from paramiko.ssh_exception import NoValidConnectionsError
-        from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
-
-        if not self.known_hosts.is_file():
-            raise Fail(f"{self.where} is not a trusted host yet: run the command again with --accept-host-key "
-                       "(it shows the host key's fingerprint first)", EXIT_INPUT)
-        conn = Connection(self.host, user=self.user, port=self.port, connect_timeout=CONNECT_TIMEOUT,
-                          config=Config(overrides={"load_ssh_configs": False}),
-                          connect_kwargs={"key_filename": str(self.key), "look_for_keys": False,
-                                          "allow_agent": False, "banner_timeout": CONNECT_TIMEOUT,
-                                          "auth_timeout": CONNECT_TIMEOUT})
-        conn.client.load_host_keys(str(self.known_hosts))
-        conn.client.set_missing_host_key_policy(paramiko.RejectPolicy())
-        try:
-            for attempt in Retrying(stop=stop_after_attempt(3), wait=wait_exponential(multiplier=1, max=4),
-                                    retry=retry_if_exception_type((NoValidConnectionsError, ConnectionResetError)),
-                                    reraise=True):
-                with attempt:
-                    conn.open()
-        except paramiko.BadHostKeyException:
-            raise Fail(f"the host key of {self.where} CHANGED since it was trusted: refusing to connect (someone "
-                       "may be impersonating it; if its admins announced a new key, run again with "
-                       "--accept-host-key)", EXIT_INPUT) from None
-        except paramiko.AuthenticationException:
-            raise Fail(f"{self.where} refused the offsite key: add the line ./stack offsite.show prints to "
-                       f"~{self.user}/.ssh/authorized_keys there", EXIT_INPUT) from None
-        except paramiko.SSHException as exc:
-            if "not found in known_hosts" in str(exc):
-                raise Fail(f"{self.where} is not a trusted host yet: run the command again with --accept-host-key "
-                           "(it shows the host key's fingerprint first)", EXIT_INPUT) from None
-            raise Fail(f"SSH to {self.where} failed: {exc}") from None
-        except socket.gaierror as exc:
-            raise Fail(f"cannot resolve {self.host} ({exc.strerror})") from None
-        except (TimeoutError, OSError) as exc:
-            raise Fail(f"cannot reach {self.where} within {CONNECT_TIMEOUT} s: {exc or type(exc).__name__}") from None
-        return conn
-
-    def run(self, command: str, *, timeout: int = COMMAND_TIMEOUT, check: bool = True) -> str:
-        """A POSIX shell command on the remote; its stdout. Fail with its stderr if it fails."""
-        from invoke.exceptions import CommandTimedOut
-
-        try:
-            done = self.connection().run(command, hide=True, warn=True, timeout=timeout, in_stream=False)
-        except CommandTimedOut:
-            raise Fail(f"{self.where}: a remote command took longer than {timeout} s") from None
-        if check and done.exited != 0:
-            tail = " | ".join(done.stderr.strip().splitlines()[-3:])
-            raise Fail(f"{self.where}: remote command failed (exit {done.exited}): {tail or 'no message'}")
-        return done.stdout
-
-    def put(self, text: str, path: str) -> None:
-        """Write a remote file (SFTP; invoke's stdin forwarding reads a byte per 10 ms)."""
-        try:
-            self.connection().put(io.BytesIO(text.encode()), path)
-        except OSError as exc:
-            raise Fail(f"{self.where}: cannot write {path} over SFTP: {exc}") from None
 
     def ssh_options(self) -> list[str]:
         """OpenSSH with only the offsite key and known_hosts, never prompting (rsync's and data streams')."""
@@ -175,10 +107,6 @@ class Remote:
         sealed = {n[:-len(SUFFIX)] for n in names if n.endswith(SUFFIX) and BACKUP_ID_RE.fullmatch(n[:-len(SUFFIX)])}
         ids = sorted({n for n in names if BACKUP_ID_RE.fullmatch(n)} | sealed)
         return ids, [n for n in names if n.startswith(OFFSITE_INCOMING)], sealed
-
-    def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
 
 
 # ------------------------------------------------------------------------------------------------
