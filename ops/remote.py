@@ -81,13 +81,17 @@ class Remote(stack_ssh.Session):
         return StackError(message, code=2 if bad_input else 1)
 
 
-def connect(settings: Settings, target: Target, accept: bool, key_path: Path | None = None) -> Remote:
-    """connect: the key (made on first use), the host trusted (first contact needs `accept`), a session."""
+def connect(settings: Settings, target: Target, accept: bool, key_path: Path | None = None,
+            make_key: bool = False) -> Remote:
+    """connect: the key (`make_key`: made on first use), the host trusted (first contact needs `accept`), a
+    session."""
     where = identity(settings)
     if key_path:
         key = key_path  # checked as an --identity (ops.inputs.PrivateKeyFile)
     else:
         current = ssh.current_key(where)
+        if current is None and not make_key:
+            raise StackError("the stack has no remote key yet: ./stack remote.up makes one; nothing changed", code=2)
         if current is None:
             current = ssh.keygen(where, replace=False, show="remote.up")
             console.out.print(current.public)
@@ -123,7 +127,7 @@ def _trust(where: ssh.Identity, target: Target, accept: bool) -> None:
 
 
 def up(stack: Stack, target: Target, accept: bool, key_path: Path | None, images: str) -> dict:
-    remote = connect(stack.settings, target, accept, key_path)
+    remote = connect(stack.settings, target, accept, key_path, make_key=True)
     try:
         console.note(f"remote.up on {target.where}: connect → check → ship project → ship images → up → status")
         check(remote, target)

@@ -12,6 +12,7 @@ import json
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -104,7 +105,9 @@ def _remote_up(container, folder: Path, host: str, local: str) -> None:
     down = stack_cli(local, "remote.down", "--host", host, "--volumes", "--yes")
     assert down.returncode == 0, down.stdout + down.stderr
     assert _project_containers(folder.name) == []
-    assert engine.client().volumes.list(filters={"label": f"com.docker.compose.project={folder.name}"}) == []
+    left = engine.client().volumes.list(filters={"label": f"com.docker.compose.project={folder.name}"})
+    assert [v.name for v in left] == [f"{folder.name}_backups"]  # as ./stack down --volumes: backups stay
+    print(*[line for line in done.stderr.splitlines() if "ship " in line or "healthy after" in line], sep="\n")
 
 
 def _project_containers(name: str) -> list:
@@ -113,3 +116,17 @@ def _project_containers(name: str) -> list:
 
 def _head() -> str:
     return subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+
+
+def test_an_unreachable_machine_gets_a_clear_error_within_the_timeout():
+    local = unique_name()
+    host = "bob@192.0.2.1:stack"  # TEST-NET-1: routed nowhere
+    try:
+        made = stack_cli(local, "remote.up", "--host", host)
+        assert made.returncode == 2 and "made the stack's remote key" in made.stderr, made.stdout + made.stderr
+        started = time.monotonic()
+        done = stack_cli(local, "remote.status", "--host", host)
+        assert done.returncode == 1 and "cannot reach 192.0.2.1:22 within 10 s" in done.stderr, done.stderr
+        assert time.monotonic() - started < 30
+    finally:
+        shutil.rmtree(ROOT / ".stack" / local, ignore_errors=True)
