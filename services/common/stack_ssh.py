@@ -145,7 +145,8 @@ def host_keys(host: str, port: int, timeout: float = CONNECT_TIMEOUT) -> list[tu
         transport.start_client(timeout=timeout)
         key = transport.get_remote_server_key()
         return [(key.get_name(), key.get_base64())]
-    except paramiko.SSHException as exc:
-        raise SSHError(f"{host}:{port} did not complete an SSH handshake: {exc}") from None
+    except (paramiko.SSHException, EOFError, OSError) as exc:
+        raise SSHError(f"{host}:{port} gave no SSH handshake within {timeout:.0f} s ({exc or type(exc).__name__})") \
+            from None
     finally:
         transport.close()
