@@ -204,8 +204,9 @@ def ship_images(remote: Remote, stack: Stack, mode: str) -> list[str]:
     if not wanted:
         console.step("ship images: the remote holds every image already")
         return []
+    console.note(f"sending {', '.join(wanted)}")
     sent, seconds, loaded = _stream(remote, ["docker", "save", *wanted], "docker load")
-    console.step(f"ship images: {len(wanted)} ({', '.join(wanted)}), {sent / 1e6:.0f} MB in {seconds:.1f} s "
+    console.step(f"ship images: {len(wanted)} sent, {sent / 1e6:.0f} MB in {seconds:.1f} s "
                  f"({sent / 1e6 / max(seconds, 1e-3):.0f} MB/s); the remote loaded {loaded}")
     return wanted
 

@@ -123,7 +123,7 @@ def _remote_up(container, folder: Path, host: str, local: str) -> None:
     assert _project_containers(folder.name) == []
     left = engine.client().volumes.list(filters={"label": f"com.docker.compose.project={folder.name}"})
     assert [v.name for v in left] == [f"{folder.name}_backups"]  # as ./stack down --volumes: backups stay
-    print(*[line for line in done.stderr.splitlines() if "ship " in line or "healthy after" in line], sep="\n")
+    print(*[line for line in done.stderr.splitlines() if "ship " in line or "after" in line], sep="\n")
 
 
 def _project_containers(name: str) -> list:
