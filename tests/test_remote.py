@@ -51,16 +51,17 @@ def machine(machine_image):
         yield container, folder
     finally:
         container.remove(force=True)
-        _remove_stacks_under(parent)
+        _remove_stacks_under(parent, folder.name)
         shutil.rmtree(parent, ignore_errors=True)
 
 
-def _remove_stacks_under(parent: Path) -> None:
-    """Every remote stack whose folder is below `parent` (left by a failure): containers, volumes, networks."""
+def _remove_stacks_under(parent: Path, stack: str) -> None:
+    """The remote stack `stack` (its backups volume outlives remote.down --volumes) and any other whose folder
+    is below `parent` (left by a failure): containers, volumes, networks."""
     docker = engine.client()
     names = {c.labels.get("com.docker.compose.project") for c in docker.containers.list(all=True)
              if c.labels.get("com.docker.compose.project.working_dir", "").startswith(f"{parent}/")}
-    for name in names - {None}:
+    for name in (names | {stack}) - {None}:
         project = {"label": f"com.docker.compose.project={name}"}
         for leftover in docker.containers.list(all=True, filters=project):
             leftover.remove(force=True)
