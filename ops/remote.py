@@ -40,6 +40,7 @@ MARKER = ".aiida-stack-remote"  # in a remote folder remote.up made: JSON of wha
 KEPT = (".stack", ".venv", MARKER)  # what a new ship leaves in place
 UP_TIMEOUT = 3600
 CHUNK = 1 << 20
+PROGRESS_EVERY = 10  # seconds between two progress lines of a long transfer
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,10 @@ def _trust(where: ssh.Identity, target: Target, accept: bool) -> None:
     lines = [f"{name} {kind} {blob}" for kind, blob in found]
     for kind, blob in found:
         console.err.print(f"{name}  {kind}  {ssh.fingerprint(f'{kind} {blob}')}")
+    known = ssh.known_keys(where, host, target.port)
+    if known and not set(lines) <= set(known):
+        console.err.print(f"[bold red]The host key of {name} CHANGED[/] since it was trusted: trust the new one only "
+                          "if its admins announced it")
     if not accept:
         raise StackError(f"first contact with {name}: its host key fingerprint is shown above. Compare it with what "
                          "its admins publish, then run again with --accept-host-key; nothing was sent", code=2)
@@ -220,10 +225,14 @@ def _stream(remote: Remote, argv: list[str], command: str) -> tuple[int, float, 
     reader = threading.Thread(target=lambda: output.append(_drain(channel)), daemon=True)
     reader.start()
     started, sent = time.monotonic(), 0
+    shown = started
     with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as source:
         for chunk in iter(lambda: source.stdout.read(CHUNK), b""):
             channel.sendall(chunk)
             sent += len(chunk)
+            if time.monotonic() - shown >= PROGRESS_EVERY:
+                shown = time.monotonic()
+                console.note(f"  {sent / 1e6:.0f} MB sent ({sent / 1e6 / (shown - started):.0f} MB/s)")
         errors = source.stderr.read().decode(errors="replace")
     channel.shutdown_write()
     status = channel.recv_exit_status()
