@@ -69,7 +69,8 @@ def parse_target(raw: str, flag: str = "--host") -> Target:
     try:
         user, host, port, path = parse_offsite(text)
     except ValueError as exc:
-        raise InputError(flag, f"{exc}".replace("[user@]host:path", "[user@]host[:path]")) from None
+        message = str(exc).replace("[user@]host:path", "[user@]host[:path]").replace(repr(text), repr(raw))
+        raise InputError(flag, message) from None
     return Target(user or getpass.getuser(), host, port, path)
 
 

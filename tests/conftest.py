@@ -38,6 +38,11 @@ SCRIPTS = Path(__file__).parent / "scripts"
 MOUNTED, MOUNTED_IN_AIIDA = Path(__file__).parent / "fixtures" / "mounted", "/home/aiida/mounted"
 
 
+def project_containers(name: str) -> list:
+    """Every container of the Compose project `name`, running or not (one-offs included)."""
+    return engine.client().containers.list(all=True, filters={"label": f"com.docker.compose.project={name}"})
+
+
 def unique_name(prefix: str = "t") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 

@@ -11,11 +11,7 @@ from ops import engine
 from ops.services import BACKUP_VOLUMES, DATA_VOLUMES
 from ops.settings import ROOT
 
-from .conftest import MOUNTED, stack_cli, unique_name
-
-
-def _containers(name: str) -> list:
-    return engine.client().containers.list(all=True, filters={"label": f"com.docker.compose.project={name}"})
+from .conftest import MOUNTED, project_containers, stack_cli, unique_name
 
 
 @pytest.mark.parametrize(("variable", "value", "named"), [
@@ -40,7 +36,7 @@ def test_up_refuses_invalid_settings_and_starts_nothing(variable, value, named):
     assert done.returncode == 2
     assert "invalid settings, nothing started" in done.stderr
     assert named in done.stderr and variable in done.stderr
-    assert _containers(name) == []
+    assert project_containers(name) == []
 
 
 def test_a_backups_dir_holding_other_files_is_refused_and_left_alone(tmp_path):
@@ -52,7 +48,7 @@ def test_a_backups_dir_holding_other_files_is_refused_and_left_alone(tmp_path):
     assert done.returncode == 2, done.stdout + done.stderr
     assert str(folder) in done.stderr and "nothing changed" in done.stderr
     assert oct(folder.stat().st_mode & 0o777) == "0o755" and sorted(p.name for p in folder.iterdir()) == ["website"]
-    assert _containers(name) == [] and not (ROOT / ".stack" / name / "secrets").exists()
+    assert project_containers(name) == [] and not (ROOT / ".stack" / name / "secrets").exists()
 
 
 def test_up_refuses_a_malformed_settings_file(tmp_path):
@@ -139,7 +135,7 @@ def test_upgrade_and_migrate_refuse_bad_input_and_a_stopped_stack(task, env, nam
     done = stack_cli(name, task, "--yes", env=env)
     assert done.returncode == 2, done.stdout + done.stderr
     assert named in done.stderr and "nothing" in done.stderr, done.stderr
-    assert _containers(name) == []
+    assert project_containers(name) == []
 
 
 @pytest.mark.parametrize(("spec", "named"), [
@@ -160,5 +156,5 @@ def test_up_refuses_bad_mounts_and_starts_nothing(spec, named):
     done = stack_cli(name, "up", env={"AIIDA_STACK_MOUNTS": json.dumps([spec])})
     assert done.returncode == 2, done.stdout + done.stderr
     assert "mounts" in done.stderr and named in done.stderr and "nothing started" in done.stderr, done.stderr
-    assert _containers(name) == []
+    assert project_containers(name) == []
     assert not (ROOT / ".stack" / name).exists()

@@ -11,17 +11,13 @@ import json
 
 import pytest
 
-from ops import engine, settings
+from ops import settings
 from ops.environment import Environment
 from ops.settings import ROOT
 
-from .conftest import stack_cli, unique_name
+from .conftest import project_containers, stack_cli, unique_name
 
 SHELL = ["aiida-shell==0.9.0"]
-
-
-def _containers(name: str) -> list:
-    return engine.client().containers.list(all=True, filters={"label": f"com.docker.compose.project={name}"})
 
 
 def test_the_shell_plugin_environment_has_a_committed_hashed_lock():
@@ -57,5 +53,5 @@ def test_up_refuses_an_environment_without_a_lock():
     done = stack_cli(name, "up", env={"AIIDA_STACK_PLUGINS": '["aiida-shell==0.8.0"]'})
     assert done.returncode == 2, done.stdout + done.stderr
     assert "has no lock file" in done.stderr and "./stack lock" in done.stderr
-    assert _containers(name) == []
+    assert project_containers(name) == []
     assert not (ROOT / ".stack" / name).exists()  # not even secrets were generated

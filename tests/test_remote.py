@@ -21,7 +21,7 @@ from ops import engine, stand_in
 from ops.services import SERVICES
 from ops.settings import ROOT
 
-from .conftest import stack_cli, unique_name
+from .conftest import project_containers, stack_cli, unique_name
 
 pytestmark = pytest.mark.stack
 
@@ -118,17 +118,13 @@ def _remote_up(container, folder: Path, host: str, local: str) -> None:
 
     refused = stack_cli(local, "remote.down", "--host", host, "--volumes")  # data goes only with --yes
     assert refused.returncode == 2 and "--yes" in refused.stderr
-    assert _project_containers(folder.name)
+    assert project_containers(folder.name)
     down = stack_cli(local, "remote.down", "--host", host, "--volumes", "--yes")
     assert down.returncode == 0, down.stdout + down.stderr
-    assert _project_containers(folder.name) == []
+    assert project_containers(folder.name) == []
     left = engine.client().volumes.list(filters={"label": f"com.docker.compose.project={folder.name}"})
     assert [v.name for v in left] == [f"{folder.name}_backups"]  # as ./stack down --volumes: backups stay
     print(*[line for line in done.stderr.splitlines() if "ship " in line or "after" in line], sep="\n")
-
-
-def _project_containers(name: str) -> list:
-    return engine.client().containers.list(all=True, filters={"label": f"com.docker.compose.project={name}"})
 
 
 def _head() -> str:
